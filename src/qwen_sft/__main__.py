@@ -1,0 +1,3 @@
+from qwen_sft.cli import main
+
+raise SystemExit(main())

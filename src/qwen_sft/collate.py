@@ -1,0 +1,135 @@
+"""Batching tokenised examples: right padding, or padding-free packing.
+
+An example is `{"input_ids": list[int], "labels": list[int]}` (labels -100 where not trained).
+
+Padding: `PadCollator(pad_id)` turns a list of examples into (B, T) input_ids / attention_mask / labels.
+
+Packing (no pad tokens at all):
+- `pack_examples(examples, max_length)` groups examples into bins of at most `max_length` tokens.
+  The trainer uses these bins as its dataset items, with batch size 1 per device (a batch of k bins
+  also works: it becomes one row of up to k·max_length tokens).
+- `PackedCollator()` gets the DataLoader's batch (a list of bins, or a flat list of examples) and
+  concatenates every example into ONE row (batch dim 1) with `position_ids` restarting at 0 per
+  example and no attention_mask. transformers >= 5 turns that into per-example attention by itself:
+  `masking_utils.find_packed_sequence_indices` reads the position_ids restarts and
+  `create_causal_mask` builds a block-diagonal causal mask for sdpa/eager (CPU and GPU alike),
+  while flash-attention takes its varlen path with cu_seqlens derived from position_ids
+  (that path needs batch size 1, which is why everything goes into one row).
+  CAVEAT (transformers 5.23): the sdpa/eager detection only runs when no KV cache exists, and the
+  model creates an empty DynamicCache whenever use_cache is on (config default, also in train mode
+  without gradient checkpointing) -- examples would then silently attend to each other. The packed
+  batch therefore carries `use_cache=False`, so `model(**batch)` is right as is; a caller that
+  builds its own forward call must pass use_cache=False too.
+  The first label of every example is set to -100 so no example learns to predict its own first
+  token from the end of the previous one.
+"""
+
+import bisect
+import math
+
+import torch
+
+IGNORE_INDEX = -100
+
+
+def _check(example: dict, where: int) -> int:
+    n = len(example["input_ids"])
+    if len(example["labels"]) != n:
+        raise ValueError(f"example {where}: {n} input_ids but {len(example['labels'])} labels")
+    return n
+
+
+class PadCollator:
+    """Right-pads a list of examples into (B, T) tensors.
+
+    Args:
+        pad_id: token id for padding input_ids (its labels are -100 and attention_mask 0, so the
+            value itself never matters; Qwen uses <|endoftext|>).
+        pad_to_multiple_of: round T up to a multiple of this (e.g. 8 for tensor cores).
+    """
+
+    def __init__(self, pad_id: int, pad_to_multiple_of: int | None = None):
+        self.pad_id = pad_id
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    def __call__(self, examples: list[dict]) -> dict[str, torch.Tensor]:
+        """Raises: ValueError if an example's input_ids and labels differ in length."""
+        lengths = [_check(e, i) for i, e in enumerate(examples)]
+        T = max(lengths, default=0)
+        if self.pad_to_multiple_of:
+            T = math.ceil(T / self.pad_to_multiple_of) * self.pad_to_multiple_of
+        input_ids = torch.full((len(examples), T), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(examples), T), IGNORE_INDEX, dtype=torch.long)
+        attention_mask = torch.zeros((len(examples), T), dtype=torch.long)
+        for row, (e, n) in enumerate(zip(examples, lengths)):
+            input_ids[row, :n] = torch.tensor(e["input_ids"], dtype=torch.long)
+            labels[row, :n] = torch.tensor(e["labels"], dtype=torch.long)
+            attention_mask[row, :n] = 1
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def pack_examples(examples: list[dict], max_length: int) -> list[list[dict]]:
+    """Groups examples into bins of at most `max_length` tokens (best-fit decreasing).
+
+    Deterministic: longest examples first (ties by input order), each goes into the fullest bin it
+    still fits in. Bins come out in creation order; the trainer shuffles them.
+
+    Args:
+        examples: tokenised examples, each at most `max_length` tokens long.
+        max_length: token budget per bin (the packed row length).
+
+    Returns:
+        Bins (lists of examples); every example appears in exactly one bin.
+
+    Raises:
+        ValueError: if an example is longer than `max_length` (examples are truncated when they are
+            tokenised, so this means the two lengths disagree) or input_ids/labels lengths differ.
+    """
+    lengths = [_check(e, i) for i, e in enumerate(examples)]
+    for i, n in enumerate(lengths):
+        if n > max_length:
+            raise ValueError(f"example {i} has {n} tokens, more than max_length={max_length}; "
+                             "truncate examples to max_length before packing")
+    bins: list[list[dict]] = []
+    free: list[tuple[int, int]] = []  # sorted (free tokens, bin index) of bins with room left
+    for i in sorted(range(len(examples)), key=lambda i: (-lengths[i], i)):
+        k = bisect.bisect_left(free, (lengths[i], -1))  # the fullest bin that still has room
+        if k == len(free):
+            bins.append([])
+            room, b = max_length, len(bins) - 1
+        else:
+            room, b = free.pop(k)
+        bins[b].append(examples[i])
+        if room - lengths[i] > 0:
+            bisect.insort(free, (room - lengths[i], b))
+    return bins
+
+
+class PackedCollator:
+    """Concatenates examples into one (1, total) row with per-example position_ids and no padding.
+
+    Accepts what a DataLoader hands over when the dataset items are bins from `pack_examples`
+    (a list of bins), or a flat list of examples.
+    Returns input_ids, position_ids and labels, each (1, total), with every example's first label -100,
+    and use_cache=False (see the module docstring: without it transformers ignores the packing).
+    """
+
+    def __call__(self, batch: list[dict] | list[list[dict]]) -> dict[str, torch.Tensor | bool]:
+        """Raises: ValueError if an example's input_ids and labels differ in length, or batch is empty."""
+        examples = [e for item in batch for e in (item if isinstance(item, list) else [item])]
+        input_ids, labels, position_ids = [], [], []
+        for i, e in enumerate(examples):
+            n = _check(e, i)
+            if n == 0:
+                continue
+            input_ids += e["input_ids"]
+            labels += [IGNORE_INDEX] + list(e["labels"][1:])  # never predict across the boundary
+            position_ids += range(n)
+        if not input_ids:
+            raise ValueError("PackedCollator got no tokens to pack")
+        return {
+            "input_ids": torch.tensor([input_ids], dtype=torch.long),
+            "position_ids": torch.tensor([position_ids], dtype=torch.long),
+            "labels": torch.tensor([labels], dtype=torch.long),
+            "use_cache": False,  # an (empty) KV cache disables transformers' packed-sequence masking
+        }

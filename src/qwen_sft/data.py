@@ -1,0 +1,247 @@
+"""Load training / evaluation data into `Sample`s: a list of ChatML messages plus the record it came from.
+
+Accepted: a JSON array or JSONL file, a directory written by `datasets.save_to_disk`, or a hub dataset
+name (`owner/name`, resolved by `datasets.load_dataset` where a hub is reachable). Three record shapes,
+detected from the first record or named with `fmt`:
+
+  alpaca    {"instruction", "input"?, "output", "system"?, "history"?: [[question, answer], ...]}
+  sharegpt  {"conversations": [{"from": "system"|"human"|"gpt", "value"}, ...]}
+  messages  {"messages": [{"role": "system"|"user"|"assistant", "content"}, ...]}   (OpenAI)
+
+Every problem is reported as one line naming the file, the line (JSONL) or index (JSON array), the field
+and what is wrong. Nothing is dropped silently: with `skip_bad=True` bad records are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from qwen_sft.errors import UserError
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("alpaca", "sharegpt", "messages")
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass
+class Sample:
+    messages: list[dict]  # [{"role", "content"}, ...], alternating user/assistant after an optional system
+    record: dict  # the raw record, written back by `predict`
+    where: str  # "file:line" or "file[index]"
+
+
+class BadRecord(ValueError):
+    """A record-level problem; `load_samples` adds the file and line."""
+
+
+def load_samples(source: str | Path, fmt: str = "auto", require_answer: bool = True,
+                 skip_bad: bool = False) -> list[Sample]:
+    """Read every record of `source` into `Sample`s.
+
+    Args:
+        source: JSON / JSONL file, `save_to_disk` directory, or hub dataset name (`owner/name[:split]`).
+        fmt: "auto" | "alpaca" | "sharegpt" | "messages".
+        require_answer: the conversation must end with a non-empty assistant answer (training, eval).
+            For prediction inputs set False: a trailing empty answer or a conversation ending on a user
+            turn is accepted.
+        skip_bad: skip malformed records instead of failing; how many and where is logged.
+
+    Raises:
+        UserError: one line naming file, line and field, for the first bad record (unless skip_bad),
+            or for an unreadable / empty source.
+    """
+    if fmt not in ("auto", *FORMATS):
+        raise UserError(f"unknown data format {fmt!r}; choose one of: auto, {', '.join(FORMATS)}")
+    samples, bad = [], []
+    for where, record in _read_records(source):
+        try:
+            if isinstance(record, BadRecord):  # unparseable line, reported like any other bad record
+                raise record
+            if not isinstance(record, dict):
+                raise BadRecord(f"expected a JSON object, got {type(record).__name__}")
+            shape = detect_format(record)
+            if fmt == "auto":
+                fmt = shape
+            elif shape != fmt:
+                raise BadRecord(f"looks like {shape} but the file's records are {fmt} (mixed formats in one file)")
+            messages = to_messages(record, fmt)
+            validate_messages(messages, require_answer)
+        except BadRecord as err:
+            if not skip_bad:
+                raise UserError(f"{where}: {err}") from None
+            bad.append(f"{where}: {err}")
+            continue
+        samples.append(Sample(messages=messages, record=record, where=where))
+    if bad:
+        log.warning("skip_bad: skipped %d bad record(s) of %d in %s:\n  %s", len(bad), len(bad) + len(samples),
+                    source, "\n  ".join(bad[:20]) + ("\n  ..." if len(bad) > 20 else ""))
+    if not samples:
+        raise UserError(f"{source}: no usable records" + (f" ({len(bad)} bad)" if bad else " (empty)"))
+    return samples
+
+
+def detect_format(record: dict) -> str:
+    if "messages" in record:
+        return "messages"
+    if "conversations" in record:
+        return "sharegpt"
+    if "instruction" in record or "output" in record:
+        return "alpaca"
+    raise BadRecord(f"unknown record shape with keys {sorted(record)}: expected alpaca "
+                    "(instruction/input/output), sharegpt (conversations) or messages")
+
+
+def to_messages(record: dict, fmt: str) -> list[dict]:
+    """Convert one record of a known format into ChatML messages."""
+    if fmt == "alpaca":
+        return _alpaca(record)
+    if fmt == "sharegpt":
+        turns = _field(record, "conversations", list)
+        return [{"role": _role(t, i, "from", SHAREGPT_ROLES, "conversations"),
+                 "content": _text(t, "value", f"conversations[{i}].value")} for i, t in enumerate(turns)]
+    turns = _field(record, "messages", list)
+    return [{"role": _role(t, i, "role", {r: r for r in ROLES}, "messages"),
+             "content": _text(t, "content", f"messages[{i}].content")} for i, t in enumerate(turns)]
+
+
+def _alpaca(record: dict) -> list[dict]:
+    instruction = _text(record, "instruction", "instruction")
+    extra = _text(record, "input", "input", required=False)
+    messages = []
+    if record.get("system"):
+        messages.append({"role": "system", "content": _text(record, "system", "system")})
+    for i, pair in enumerate(record.get("history") or []):
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair)):
+            raise BadRecord(f"field 'history[{i}]': expected [question, answer] strings")
+        messages += [{"role": "user", "content": pair[0]}, {"role": "assistant", "content": pair[1]}]
+    messages.append({"role": "user", "content": f"{instruction}\n{extra}" if extra else instruction})
+    messages.append({"role": "assistant", "content": _text(record, "output", "output", required=False)})
+    return messages
+
+
+def validate_messages(messages: list[dict], require_answer: bool = True) -> None:
+    """Check roles alternate user/assistant after an optional leading system message.
+
+    Raises:
+        BadRecord: naming the message index and what is wrong.
+    """
+    body = messages[1:] if messages and messages[0]["role"] == "system" else messages
+    if not body:
+        raise BadRecord("conversation has no user message")
+    for i, m in enumerate(body):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if m["role"] != expected:
+            index = i + (len(messages) - len(body))
+            raise BadRecord(f"message {index}: expected role {expected!r}, got {m['role']!r} "
+                            "(roles must alternate user/assistant after an optional system message)")
+    if not require_answer:
+        return
+    if body[-1]["role"] != "assistant":
+        raise BadRecord("conversation ends on a user turn: there is no answer to train on")
+    for i, m in enumerate(body):
+        if m["role"] == "assistant" and not m["content"].strip():
+            raise BadRecord(f"message {i + len(messages) - len(body)}: empty assistant answer")
+
+
+def _field(record: dict, key: str, kind: type):
+    if key not in record:
+        raise BadRecord(f"missing field {key!r}")
+    if not isinstance(record[key], kind):
+        raise BadRecord(f"field {key!r}: expected {kind.__name__}, got {type(record[key]).__name__}")
+    return record[key]
+
+
+def _text(record, key: str, name: str, required: bool = True) -> str:
+    if not isinstance(record, dict):
+        raise BadRecord(f"field {name.rsplit('.', 1)[0]!r}: expected an object, got {type(record).__name__}")
+    value = record.get(key)
+    if value is None:
+        if required:
+            raise BadRecord(f"missing field {name!r}")
+        return ""
+    if not isinstance(value, str):
+        raise BadRecord(f"field {name!r}: expected a string, got {type(value).__name__}")
+    return value
+
+
+def _role(turn, i: int, key: str, mapping: dict, list_name: str) -> str:
+    role = _text(turn, key, f"{list_name}[{i}].{key}")
+    if role not in mapping:
+        raise BadRecord(f"field '{list_name}[{i}].{key}': unknown role {role!r}; expected one of {sorted(mapping)}")
+    return mapping[role]
+
+
+def _read_records(source: str | Path) -> Iterator[tuple[str, object]]:
+    """Yield (where, record) from a file, a save_to_disk directory or a hub dataset."""
+    path = Path(source)
+    if path.is_dir():
+        yield from _read_saved_dataset(path)
+    elif path.is_file():
+        yield from _read_json_file(path)
+    elif _looks_like_hub_name(str(source)):
+        yield from _read_hub_dataset(str(source))
+    else:
+        raise UserError(f"{source}: no such file or directory")
+
+
+def _read_json_file(path: Path) -> Iterator[tuple[str, object]]:
+    try:
+        text = path.read_bytes().decode("utf-8-sig")  # -sig: a leading BOM is accepted and dropped
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: invalid UTF-8 (byte {err.start}); save the file as UTF-8") from None
+    if not text.strip():
+        raise UserError(f"{path}: empty file")
+    if text.lstrip().startswith("["):  # a JSON array
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}:{err.lineno}: invalid JSON: {err.msg}") from None
+        for i, record in enumerate(records):
+            yield f"{path}[{i}]", record
+        return
+    for lineno, line in enumerate(text.splitlines(), start=1):  # splitlines: CRLF is fine
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            record = BadRecord(f"invalid JSON: {err.msg} (column {err.colno})")
+        yield f"{path}:{lineno}", record
+
+
+def _read_saved_dataset(path: Path) -> Iterator[tuple[str, object]]:
+    import datasets
+
+    try:
+        dataset = datasets.load_from_disk(str(path))
+    except FileNotFoundError:
+        raise UserError(f"{path}: a directory, but not one written by datasets.save_to_disk") from None
+    if isinstance(dataset, datasets.DatasetDict):
+        dataset = dataset["train"] if "train" in dataset else next(iter(dataset.values()))
+    for i, record in enumerate(dataset):
+        yield f"{path}[{i}]", record
+
+
+def _looks_like_hub_name(name: str) -> bool:
+    parts = name.split(":")[0].split("/")
+    return len(parts) == 2 and all(parts) and not name.endswith((".json", ".jsonl"))
+
+
+def _read_hub_dataset(name: str) -> Iterator[tuple[str, object]]:
+    import datasets
+
+    repo, _, split = name.partition(":")
+    try:
+        dataset = datasets.load_dataset(repo, split=split or "train")
+    except Exception as err:  # the hub client raises many types; the user needs the one line
+        raise UserError(f"{name}: not a local file and could not be loaded from the hub "
+                        f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})") from None
+    for i, record in enumerate(dataset):
+        yield f"{name}[{i}]", record
