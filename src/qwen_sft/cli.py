@@ -44,12 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         func = _resolve(COMMANDS[name])
         parser = build_parser(func, prog=f"qwen-sft {name}")
-        args, extra = parser.parse_known_args(rest)
-        kwargs = vars(args)
-        if "overrides" in inspect.signature(func).parameters:
-            kwargs["overrides"] = extra
-        elif extra:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if "overrides" in inspect.signature(func).parameters:  # `train CONFIG --key value ...`
+            if "-h" in rest or "--help" in rest:
+                parser.parse_args(["--help"])
+            split = next((i for i, a in enumerate(rest) if a.startswith("-")), len(rest))
+            kwargs = {**vars(parser.parse_args(rest[:split])), "overrides": rest[split:]}
+        else:
+            kwargs = vars(parser.parse_args(rest))
         result = func(**kwargs)
     except UserError as err:
         print(f"qwen-sft {name}: error: {err}", file=sys.stderr)

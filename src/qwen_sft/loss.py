@@ -40,20 +40,25 @@ class _LinearCrossEntropy(torch.autograd.Function):
             for start in range(0, h.shape[0], chunk_size):
                 h_c, t_c = h[start : start + chunk_size], targets[start : start + chunk_size]
                 logits = torch.nn.functional.linear(h_c, weight, bias).to(acc)  # bf16 matmul, fp32 softmax
-                lse = torch.logsumexp(logits, dim=-1)
-                loss += (lse - logits.gather(1, t_c[:, None]).squeeze(1)).sum()
-                if not (need_h or need_w or need_b):
-                    continue
-                # d(sum CE)/d(logits) = softmax - onehot, built in place in the logits buffer
-                g = logits.sub_(lse[:, None]).exp_()
-                g[torch.arange(len(t_c), device=g.device), t_c] -= 1.0
-                g = g.to(h.dtype)
-                if need_h:
-                    grad_h[start : start + chunk_size] = g @ weight
-                if need_w:
-                    torch.addmm(grad_w, g.t(), h_c, out=grad_w)  # out= form: FLOP counters see it
-                if need_b:
-                    grad_b += g.sum(0)
+                target = logits.gather(1, t_c[:, None])
+                # logsumexp by hand, in place: one chunk×V buffer is the whole working set
+                top = logits.amax(dim=-1, keepdim=True)
+                probs = logits.sub_(top).exp_()
+                total = probs.sum(dim=-1, keepdim=True)
+                loss += (top + total.log() - target).sum()
+                if need_h or need_w or need_b:
+                    # d(sum CE)/d(logits) = softmax - onehot
+                    g = probs.div_(total)
+                    g[torch.arange(len(t_c), device=g.device), t_c] -= 1.0
+                    g = g.to(h.dtype)
+                    if need_h:
+                        grad_h[start : start + chunk_size] = g @ weight
+                    if need_w:
+                        torch.addmm(grad_w, g.t(), h_c, out=grad_w)  # out= form: FLOP counters see it
+                    if need_b:
+                        grad_b += g.sum(0)
+                    del g
+                del logits, probs  # free this chunk's buffers before the next chunk allocates its own
         ctx.save_for_backward(grad_h, grad_w, grad_b)
         ctx.used = False
         return loss
@@ -89,7 +94,8 @@ def chunked_cross_entropy(
         reduction: "sum" (the summed token loss, for token-normalised accumulation) or "mean".
 
     Returns:
-        A 0-d tensor, fp32 (fp64 for fp64 inputs). With no trained tokens it is 0 (also for "mean") and still backpropagates.
+        A 0-d tensor, fp32 (fp64 for fp64 inputs). With no trained tokens it is 0 (also for "mean")
+        and still backpropagates (zero gradients).
 
     Raises:
         ValueError: on shape/dtype mismatches, chunk_size < 1 or an unknown reduction.
@@ -113,9 +119,7 @@ def chunked_cross_entropy(
     targets = labels[:, 1:]
     keep = targets != ignore_index  # untrained and pad positions never reach the output layer
     h = hidden[:, :-1][keep]  # (N, H); autograd scatters grad_h back into (B, T, H)
-    loss = _LinearCrossEntropy.apply(
-        h, weight, bias, targets[keep], chunk_size, torch.is_grad_enabled()
-    )
+    loss = _LinearCrossEntropy.apply(h, weight, bias, targets[keep], chunk_size, torch.is_grad_enabled())
     if reduction == "mean" and h.shape[0] > 0:
         loss = loss / h.shape[0]
     return loss

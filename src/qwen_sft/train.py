@@ -4,8 +4,9 @@ What we add to the Trainer, and why:
   loss        the model's forward returns the SUM of token losses from a chunked output layer (`loss.py`):
               full-vocab logits are never built; the Trainer divides by the trained-token count of the whole
               accumulated batch (`num_items_in_batch`), so gradient accumulation is a true token mean.
-  checkpoints written under a staging name, fsynced, then renamed: a killed run never leaves a
-              half-written `checkpoint-N` for `resume: auto` to pick up.
+  checkpoints written under a staging name, fsynced, then renamed once the weights they hold have
+              given a finite loss: a killed or diverged run never leaves a half-written or poisoned
+              `checkpoint-N` for `resume: auto` to pick up.
   NaN guard   a non-finite loss (or non-finite weights about to be saved) stops the run at once, leaving
               the last good checkpoint resumable.
   outputs     train_log.jsonl (one JSON per logging step), loss.png (redrawn while training), the
@@ -38,7 +39,7 @@ from qwen_sft.template import IGNORE_INDEX, encode_example, get_template
 log = logging.getLogger(__name__)
 STAGING = ".staging"  # checkpoints are written here, then renamed into place
 # Keys that may change between an interrupted run and its resumption without making it a different run.
-RESUMABLE_CHANGES = {"resume", "overwrite", "logging_steps", "save_steps", "save_total_limit", "eval_steps",
+RESUMABLE_CHANGES = {"resume", "overwrite", "learning_rate", "logging_steps", "save_steps", "save_total_limit", "eval_steps",
                      "max_steps", "num_train_epochs", "extra"}
 
 
@@ -95,8 +96,8 @@ def train(cfg: TrainConfig) -> Path:
         eval_steps=cfg.eval_steps or cfg.save_steps, seed=cfg.seed, data_seed=cfg.seed,
         bf16=full_mixed and dtype == torch.bfloat16, fp16=dtype == torch.float16,
         tf32=True if cfg.dtype == "tf32" and torch.cuda.is_available() else None,
-        gradient_checkpointing=cfg.gradient_checkpointing,
-        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         remove_unused_columns=False, prediction_loss_only=True, report_to="none",
         disable_tqdm=False, logging_first_step=True, dataloader_pin_memory=torch.cuda.is_available(),
         ddp_find_unused_parameters=False), **cfg.extra})  # extra: any other TrainingArguments key
@@ -105,8 +106,10 @@ def train(cfg: TrainConfig) -> Path:
                          data_collator=collator, processing_class=tokenizer)
     if trainer.is_world_process_zero():
         write_run_files(cfg, output_dir, model)
+        trainer.tokens_before_resume = trim_log(output_dir, checkpoint_step(resume_from) if resume_from else 0)
     try:
         trainer.train(resume_from_checkpoint=resume_from)
+        trainer.publish_checkpoint()
     except NonFiniteLoss as err:
         last = latest_checkpoint(output_dir)
         raise UserError(f"{err}; training stopped. "
@@ -195,6 +198,8 @@ class SFTTrainer(Trainer):
         self._tokens_local = 0  # trained tokens seen by this process since the last log
         self._tokens_total = 0
         self._last_log_time = time.perf_counter()
+        self._unpublished = None  # step of a checkpoint staged but not yet moved into place
+        self.tokens_before_resume = 0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         loss_sum = model(**inputs).loss
@@ -204,6 +209,7 @@ class SFTTrainer(Trainer):
                                 f"(learning_rate={self.args.learning_rate})")
         if model.training:
             self._tokens_local += int(n_tokens)
+            self.publish_checkpoint()
         if num_items_in_batch is None:
             loss = loss_sum / max(int(n_tokens), 1)
         else:  # mean over every trained token of the accumulated (and all-process) batch
@@ -219,35 +225,56 @@ class SFTTrainer(Trainer):
                 else self._tokens_local
             now = time.perf_counter()
             self._tokens_total += tokens
-            logs["tokens"] = self._tokens_total + self._tokens_before_resume()
+            logs["tokens"] = self._tokens_total + self.tokens_before_resume
             logs["tokens_per_s"] = round(tokens / max(now - self._last_log_time, 1e-9), 1)
             self._tokens_local, self._last_log_time = 0, now
         super().log(logs, start_time)
         if self.is_world_process_zero():
             append_log(Path(self.args.output_dir), self.state.global_step, self.state.epoch, logs)
 
-    def _tokens_before_resume(self) -> int:
-        if not hasattr(self, "_resumed_tokens"):
-            self._resumed_tokens = last_logged_tokens(Path(self.args.output_dir), self.state.global_step)
-        return self._resumed_tokens
-
     def _get_output_dir(self, trial):
         return os.path.join(self.args.output_dir, STAGING)  # the base class writes checkpoint-N here
 
     def _save_checkpoint(self, model, trial):
         check_finite_weights(self.model, self.state.global_step)
-        super()._save_checkpoint(model, trial)  # → OUTPUT_DIR/.staging/checkpoint-N (rotation finds only it)
+        super()._save_checkpoint(model, trial)  # → OUTPUT_DIR/.staging/checkpoint-N
         self.accelerator.wait_for_everyone()  # every process has written its RNG state
+        self._unpublished = self.state.global_step
+
+    def publish_checkpoint(self) -> None:
+        """Move the staged checkpoint into place, once its weights have produced a finite loss.
+
+        Finite weights can still be garbage (after a huge step); the next forward tells. Until then the
+        previous checkpoint stays the newest one `resume: auto` sees.
+        """
+        if self._unpublished is None:
+            return
         if self.is_world_process_zero():
-            name = f"checkpoint-{self.state.global_step}"
+            name = f"checkpoint-{self._unpublished}"
             staged, final = Path(self.args.output_dir) / STAGING / name, Path(self.args.output_dir) / name
             fsync_tree(staged)
             if final.exists():
                 shutil.rmtree(final)
-            os.replace(staged, final)
+            os.replace(staged, final)  # atomic: a reader sees no checkpoint-N or a complete one
             fsync_dir(final.parent)
             rotate(Path(self.args.output_dir), self.args.save_total_limit)
         self.accelerator.wait_for_everyone()
+        self._unpublished = None
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        # The saved states carry the old peak learning rate; a run resumed after a NaN stop is expected
+        # to lower it, so the configured one wins: rescale the schedule and the current step's rate.
+        scheduler = self.lr_scheduler
+        if not checkpoint or not getattr(scheduler, "base_lrs", None) or not scheduler.base_lrs[0]:
+            return
+        scale = self.args.learning_rate / scheduler.base_lrs[0]
+        if scale != 1.0:
+            log.info("learning_rate changed on resume: schedule rescaled by %g", scale)
+            scheduler.base_lrs = [lr * scale for lr in scheduler.base_lrs]
+            for group in self.optimizer.param_groups:
+                group["lr"] *= scale
+                group["initial_lr"] = group.get("initial_lr", self.args.learning_rate / scale) * scale
 
 
 def check_finite_weights(model, step: int) -> None:
@@ -270,6 +297,15 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The optimizer step a checkpoint was saved at (its trainer_state.json knows; its name usually says)."""
+    state = Path(path) / "trainer_state.json"
+    if state.exists():
+        return int(json.loads(state.read_text(encoding="utf-8")).get("global_step", 0))
+    tail = Path(path).name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
 
 
 def checkpoints(output_dir: Path) -> list[Path]:
@@ -355,8 +391,8 @@ def read_log(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-def last_logged_tokens(output_dir: Path, step: int) -> int:
-    """Trained tokens counted before a resumed step; the log after that step is dropped (it will be redone)."""
+def trim_log(output_dir: Path, step: int) -> int:
+    """Drop log lines after `step` (a resumed run redoes them); return the trained tokens counted by then."""
     path = output_dir / "train_log.jsonl"
     kept = [r for r in read_log(path) if r["step"] <= step]
     if path.exists():

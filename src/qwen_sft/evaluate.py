@@ -1,0 +1,204 @@
+"""`qwen-sft eval`: ROUGE-1/2/L and BLEU-4 of predictions against reference answers.
+
+Convention: LLaMA-Factory's (`src/llamafactory/train/sft/metric.py`, `ComputeSimilarity`), which is also
+ChatGLM's p-tuning evaluation, so numbers are comparable with what those projects report:
+
+  ROUGE-1/2/L  F1 over the words of `jieba.cut` (default mode), whitespace tokens dropped, as computed by
+               the `rouge_chinese` package they call: ROUGE-N counts each distinct n-gram once (set
+               overlap, not clipped counts); ROUGE-L is the LCS over all words of the text;
+               F = 2PR / (P + R + 1e-8). If either side has no words, all three are 0.
+  BLEU-4       over characters: nltk `sentence_bleu([list(reference)], list(prediction))`, uniform
+               1-4-gram weights, `SmoothingFunction().method3`.
+  scale        each score x100, rounded to 4 decimals per example, then averaged over examples.
+
+ROUGE is implemented here (a few lines; the same numbers as rouge_chinese, see tests) instead of adding a
+dependency. The reference is a record's last assistant answer; an empty prediction scores 0.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from pathlib import Path
+
+from qwen_sft.data import load_samples
+from qwen_sft.errors import UserError
+from qwen_sft.generate import Sampling, load_for_inference, predict_samples, write_jsonl
+
+METRICS = ("rouge-1", "rouge-2", "rouge-l", "bleu-4")
+
+
+# ------------------------------------------------------------------------------------------------ metrics
+
+def words(text: str) -> list[str]:
+    """jieba words; the whitespace tokens jieba emits between English words are dropped (rouge_chinese
+    joins the words with spaces and splits on whitespace)."""
+    return " ".join(_jieba().cut(text)).split()
+
+
+@functools.lru_cache(maxsize=1)
+def _jieba():
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)  # no "Building prefix dict..." chatter on stderr
+    return jieba
+
+
+def rouge_n(hyp: list[str], ref: list[str], n: int) -> float:
+    """F1 of distinct n-gram overlap (rouge_chinese's default `exclusive=True`)."""
+    hyp_grams = {tuple(hyp[i:i + n]) for i in range(len(hyp) - n + 1)}
+    ref_grams = {tuple(ref[i:i + n]) for i in range(len(ref) - n + 1)}
+    overlap = len(hyp_grams & ref_grams)
+    return _f1(overlap / len(hyp_grams) if hyp_grams else 0.0, overlap / len(ref_grams) if ref_grams else 0.0)
+
+
+def lcs_length(a: list, b: list) -> int:
+    """Longest common subsequence length, O(len(a) * len(b)) time, O(len(b)) memory."""
+    previous = [0] * (len(b) + 1)
+    for x in a:
+        current = [0]
+        for j, y in enumerate(b):
+            current.append(previous[j] + 1 if x == y else max(previous[j + 1], current[j]))
+        previous = current
+    return previous[-1]
+
+
+def rouge_l(hyp: list[str], ref: list[str]) -> float:
+    lcs = lcs_length(ref, hyp)
+    return _f1(lcs / len(hyp), lcs / len(ref))
+
+
+def _f1(precision: float, recall: float) -> float:
+    return 2.0 * precision * recall / (precision + recall + 1e-8)  # rouge_chinese's epsilon, kept for parity
+
+
+def bleu4(prediction: str, reference: str) -> float:
+    """Character BLEU-4 with method3 smoothing, in [0, 1]."""
+    if not prediction or not reference:
+        return 0.0
+    from nltk.translate.bleu_score import SmoothingFunction, sentence_bleu
+
+    return sentence_bleu([list(reference)], list(prediction), smoothing_function=SmoothingFunction().method3)
+
+
+def score(prediction: str, reference: str) -> dict[str, float]:
+    """The four metrics of one example, x100 and rounded to 4 decimals (LLaMA-Factory's per-example values)."""
+    hyp, ref = words(prediction), words(reference)
+    rouge = (0.0, 0.0, 0.0) if not hyp or not ref else (rouge_n(hyp, ref, 1), rouge_n(hyp, ref, 2), rouge_l(hyp, ref))
+    values = (*rouge, bleu4(prediction, reference))
+    return {name: round(value * 100, 4) for name, value in zip(METRICS, values)}
+
+
+def score_all(predictions: list[str], references: list[str]) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """(mean of each metric, per-example scores)."""
+    per_example = [score(p, r) for p, r in zip(predictions, references)]
+    n = max(len(per_example), 1)
+    return {name: round(sum(s[name] for s in per_example) / n, 4) for name in METRICS}, per_example
+
+
+# -------------------------------------------------------------------------------------------------- input
+
+def read_predictions(path: str | Path) -> list[dict]:
+    """[{"prediction", "reference", "where", "finish_reason"?}] from a `qwen-sft predict` output (any data
+    format plus `prediction`) or a LLaMA-Factory `generated_predictions.jsonl` (`predict` / `label`).
+
+    Raises:
+        UserError: unreadable file, or a record without a prediction or without a reference answer.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"predictions {path}: no such file (write one with `qwen-sft predict`)")
+    first = next((line for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()), "")
+    if first.startswith("{") and {"predict", "label"} <= set(_json_or_empty(first)):  # LLaMA-Factory's file
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+        return [{"prediction": r["predict"], "reference": r["label"], "where": f"{path}:{i + 1}"}
+                for i, r in enumerate(rows)]
+    out = []
+    for sample in load_samples(path, require_answer=False):
+        prediction = sample.record.get("prediction")
+        if not isinstance(prediction, str):
+            raise UserError(f"{sample.where}: no string field 'prediction' (is this a `qwen-sft predict` output?)")
+        last = sample.messages[-1]
+        if last["role"] != "assistant" or not last["content"].strip():
+            raise UserError(f"{sample.where}: no reference answer (the last assistant turn is missing or empty); "
+                            "eval needs data with answers")
+        out.append({"prediction": prediction, "reference": last["content"], "where": sample.where,
+                    "finish_reason": sample.record.get("finish_reason")})
+    return out
+
+
+def _json_or_empty(line: str) -> dict:
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+# ---------------------------------------------------------------------------------------------- command
+
+def evaluate_command(*, predictions: str | None = None, model: str | None = None, adapter: str | None = None,
+                     data: str | None = None, template: str | None = None, output_dir: str | None = None,
+                     data_format: str = "auto", max_new_tokens: int = 512, batch_size: int = 16,
+                     dtype: str = "auto") -> int:
+    """Score predictions with ROUGE-1/2/L (jieba words) and BLEU-4 (characters), LLaMA-Factory's convention.
+
+    Either --predictions FILE (from `qwen-sft predict`), or --data FILE with --model/--adapter to generate
+    greedily first. Writes metrics.json and metrics_per_example.jsonl (plus predictions.jsonl when it
+    generated) to the output dir and prints a table.
+
+    Args:
+        predictions: JSONL written by `qwen-sft predict` (or LLaMA-Factory's generated_predictions.jsonl).
+        model: base model dir, hub id or `tiny` (generate mode; default: the adapter's base).
+        adapter: LoRA / DoRA adapter dir (generate mode).
+        data: data file with reference answers (generate mode).
+        template: qwen | qwen1.5-sft-legacy (generate mode; default: the adapter's, else qwen).
+        output_dir: where to write the results (default: beside --predictions, else runs/eval).
+        data_format: auto | alpaca | sharegpt | messages.
+        max_new_tokens: generate mode: at most this many tokens per answer.
+        batch_size: generate mode: prompts generated together.
+        dtype: generate mode: auto | bf16 | fp32.
+    """
+    if bool(predictions) == bool(data):
+        raise UserError("eval needs either --predictions FILE, or --data FILE (with --model and/or --adapter) "
+                        "to generate the predictions first")
+    if predictions:
+        rows = read_predictions(predictions)
+        out = Path(output_dir) if output_dir else Path(predictions).parent
+    else:
+        out = Path(output_dir or "runs/eval")
+        rows = generate_predictions(data, model, adapter, template, data_format, max_new_tokens, batch_size, dtype,
+                                    out / "predictions.jsonl")
+    means, per_example = score_all([r["prediction"] for r in rows], [r["reference"] for r in rows])
+    reasons = [r.get("finish_reason") for r in rows]
+    metrics = {**means, "num_examples": len(rows), "convention": "llamafactory",
+               "finish_reason": {k: reasons.count(k) for k in ("stop", "length") if k in reasons}}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    write_jsonl(out / "metrics_per_example.jsonl", ({"index": i, "where": r["where"], **s, "finish_reason": r.get(
+        "finish_reason")} for i, (r, s) in enumerate(zip(rows, per_example))))
+    print(format_table(metrics))
+    print(f"wrote {out / 'metrics.json'} and {out / 'metrics_per_example.jsonl'}", file=sys.stderr)
+    return 0
+
+
+def generate_predictions(data, model, adapter, template, data_format, max_new_tokens, batch_size, dtype,
+                         path: Path) -> list[dict]:
+    """Greedy predictions for every record of `data`, written like `qwen-sft predict` writes them."""
+    samples = load_samples(data, fmt=data_format, require_answer=True)
+    loaded, tokenizer, chat_template = load_for_inference(model, adapter, template, dtype)
+    results = predict_samples(loaded, tokenizer, samples, chat_template, Sampling(max_new_tokens=max_new_tokens),
+                              batch_size)
+    write_jsonl(path, ({**s.record, "prediction": text, "finish_reason": reason}
+                       for s, (text, reason) in zip(samples, results)))
+    return [{"prediction": text, "reference": s.messages[-1]["content"], "where": s.where, "finish_reason": reason}
+            for s, (text, reason) in zip(samples, results)]
+
+
+def format_table(metrics: dict) -> str:
+    lines = [f"{'metric':<10}{'score':>10}"] + [f"{name:<10}{metrics[name]:>10.4f}" for name in METRICS]
+    lines.append(f"({metrics['num_examples']} examples, LLaMA-Factory convention: x100, ROUGE on jieba words, "
+                 "BLEU-4 on characters)")
+    return "\n".join(lines)

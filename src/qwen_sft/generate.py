@@ -1,0 +1,319 @@
+"""Generation: `generate_batch` (batched, left-padded, KV-cached), `qwen-sft predict` and `qwen-sft chat`.
+
+Prompts are rendered by `template.encode_prompt`, the function training uses, so the model sees at
+inference exactly the prefix it was trained on. Generation stops at <|im_end|> or <|endoftext|>
+(`template.stop_token_ids`) and never emits a padded vocabulary row: Qwen checkpoints have 151936 or
+152064 output rows but the tokenizer only 151646 tokens; the rows past it were never trained.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
+
+from qwen_sft.data import load_samples
+from qwen_sft.errors import UserError
+from qwen_sft.model import load_model
+from qwen_sft.template import encode_prompt, get_template, stop_token_ids
+
+log = logging.getLogger(__name__)
+DEFAULT_TEMPLATE = "qwen"
+
+
+@dataclass
+class Sampling:
+    """Decoding settings shared by predict, chat, eval and serve. temperature 0 = greedy (deterministic)."""
+
+    max_new_tokens: int = 512
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0 = no top-k cut
+    repetition_penalty: float = 1.0
+
+    def check(self) -> Sampling:
+        """Raises UserError naming every out-of-range setting."""
+        problems = [f"{name}: {why}" for name, bad, why in (
+            ("max_new_tokens", self.max_new_tokens < 1, "must be >= 1"),
+            ("temperature", self.temperature < 0, "must be >= 0 (0 = greedy)"),
+            ("top_p", not 0 < self.top_p <= 1, "must be in (0, 1]"),
+            ("top_k", self.top_k < 0, "must be >= 0 (0 = off)"),
+            ("repetition_penalty", self.repetition_penalty <= 0, "must be > 0 (1 = off)")) if bad]
+        if problems:
+            raise UserError("invalid generation settings: " + "; ".join(problems))
+        return self
+
+
+class VocabLimit(LogitsProcessor):
+    """Mask the output rows past the tokenizer's vocabulary (padding rows that were never trained).
+
+    A slice assignment per step: cheaper than `suppress_tokens`, which builds an isin-mask over the vocab.
+    Runs before temperature/top-k/top-p (transformers puts custom processors ahead of the warpers).
+    """
+
+    def __init__(self, limit: int):
+        self.limit = limit
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        scores[:, self.limit:] = -float("inf")  # scores is generate's own fp32 copy of the logits
+        return scores
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+def run_config_of(path: str | Path | None) -> dict:
+    """The `run_config.yaml` that `train` writes beside an adapter / full model, or {}."""
+    file = Path(path) / "run_config.yaml" if path else None
+    if file is None or not file.is_file():
+        return {}
+    return yaml.safe_load(file.read_text(encoding="utf-8")) or {}
+
+
+def resolve_base(model: str | None, adapter: str | None) -> str:
+    """The base model: as given, else the one the adapter was trained on, else `tiny`.
+
+    Raises:
+        UserError: an adapter that names no base model.
+    """
+    if model:
+        return model
+    if adapter is None:
+        return "tiny"
+    base = run_config_of(adapter).get("model")  # what the user trained with (`tiny`, a hub id, a dir)
+    if not base and (Path(adapter) / "adapter_config.json").is_file():
+        base = json.loads((Path(adapter) / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base:
+        raise UserError(f"adapter {adapter}: cannot tell which base model it belongs to; pass --model")
+    return base
+
+
+def resolve_template(template: str | None, model: str | None, adapter: str | None) -> str:
+    """--template, else the `template` training used (adapter's, then model dir's run_config.yaml), else qwen."""
+    return template or run_config_of(adapter).get("template") or run_config_of(model).get("template") \
+        or DEFAULT_TEMPLATE
+
+
+def load_for_inference(model: str | None, adapter: str | None, template: str | None, dtype: str = "auto"):
+    """(model, tokenizer, Template) for the CLI commands; the base defaults as in `resolve_base`."""
+    base = resolve_base(model, adapter)
+    chat_template = get_template(resolve_template(template, base, adapter))  # fail on a bad name before loading
+    loaded, tokenizer = load_model(base, adapter=adapter, dtype=dtype)
+    log.info("model %s%s, template %s", base, f" + adapter {adapter}" if adapter else "", chat_template.name)
+    return loaded, tokenizer, chat_template
+
+
+# ------------------------------------------------------------------------------------------- generation
+
+def generation_config(tokenizer, sampling: Sampling) -> GenerationConfig:
+    """Every field set explicitly: generate() fills unset ones from the checkpoint's own generation_config.json
+    (Qwen chat models ship do_sample=True, top_p=0.8, ...), which would make `greedy` not greedy."""
+    greedy = sampling.temperature == 0
+    return GenerationConfig(  # greedy: the sampling knobs at transformers' neutral defaults (else it warns)
+        max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
+        temperature=1.0 if greedy else sampling.temperature, top_p=1.0 if greedy else sampling.top_p,
+        top_k=50 if greedy else sampling.top_k,
+        repetition_penalty=sampling.repetition_penalty, eos_token_id=stop_token_ids(tokenizer),
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_token_ids(tokenizer)[1],
+        use_cache=True, num_beams=1)
+
+
+def generate_batch(model, tokenizer, prompts_ids: list[list[int]], sampling: Sampling | None = None,
+                   streamer=None) -> list[tuple[str, str]]:
+    """Generate one answer per prompt in a single left-padded batch: [(text, finish_reason), ...].
+
+    finish_reason is `stop` (a stop token was generated; it is not part of the text) or `length`
+    (max_new_tokens ran out). The text is the answer only, never the prompt.
+
+    Args:
+        prompts_ids: token ids per prompt, e.g. from `template.encode_prompt`.
+        sampling: decoding settings (default: greedy, 512 new tokens).
+        streamer: a transformers streamer (TextStreamer, ...); batch size 1 only.
+    """
+    return [(tokenizer.decode(ids, skip_special_tokens=True), reason)
+            for ids, reason in generate_ids(model, tokenizer, prompts_ids, sampling, streamer)]
+
+
+@torch.inference_mode()
+def generate_ids(model, tokenizer, prompts_ids: list[list[int]], sampling: Sampling | None = None,
+                 streamer=None) -> list[tuple[list[int], str]]:
+    """`generate_batch` before decoding: [(answer token ids without the stop token, finish_reason), ...]."""
+    sampling = (sampling or Sampling()).check()
+    config = generation_config(tokenizer, sampling)
+    width = max(len(p) for p in prompts_ids)
+    # left padding: every prompt ends at the same column, where generation starts; the attention mask
+    # hides the padding and generate() derives position ids from it, so each row matches its unpadded run
+    input_ids = torch.tensor([[config.pad_token_id] * (width - len(p)) + p for p in prompts_ids])
+    attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts_ids])
+    device = next(model.parameters()).device
+    limit = min(len(tokenizer), model.get_output_embeddings().weight.shape[0])
+    output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                            generation_config=config, logits_processor=LogitsProcessorList([VocabLimit(limit)]),
+                            streamer=streamer)
+    stops = set(config.eos_token_id)
+    results = []
+    for row in output[:, width:].tolist():  # finished rows are padded with pad (= <|endoftext|>, a stop id)
+        end = next((i for i, token in enumerate(row) if token in stops), None)
+        results.append((row, "length") if end is None else (row[:end], "stop"))
+    return results
+
+
+def prompt_messages(messages: list[dict]) -> list[dict]:
+    """The conversation up to (not including) its last assistant turn: what the model must answer."""
+    return messages[:-1] if messages and messages[-1]["role"] == "assistant" else list(messages)
+
+
+def predict_samples(model, tokenizer, samples, chat_template, sampling: Sampling, batch_size: int = 16,
+                    progress: bool = True) -> list[tuple[str, str]]:
+    """Answers for `data.Sample`s, in input order. Batches are formed from length-sorted prompts so rows of
+    a batch need little padding; sampling results therefore depend on batch_size (greedy ones do not)."""
+    from tqdm.auto import tqdm
+
+    if batch_size < 1:
+        raise UserError(f"batch_size: must be >= 1, got {batch_size}")
+    prompts = [encode_prompt(prompt_messages(s.messages), tokenizer, chat_template) for s in samples]
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # longest first: OOM shows up at once
+    results: list = [None] * len(prompts)
+    with tqdm(total=len(prompts), desc="predict", unit="ex", disable=not progress) as bar:
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            for i, result in zip(batch, generate_batch(model, tokenizer, [prompts[i] for i in batch], sampling)):
+                results[i] = result
+            bar.update(len(batch))
+    return results
+
+
+def write_jsonl(path: str | Path, records) -> None:
+    """Written to a temporary name and renamed: an interrupted run never leaves a half file behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def predict(*, data: str | None = None, output: str | None = None, model: str | None = None,
+            adapter: str | None = None, template: str | None = None, data_format: str = "auto",
+            max_new_tokens: int = 512, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
+            repetition_penalty: float = 1.0, batch_size: int = 16, seed: int = 42, dtype: str = "auto") -> int:
+    """Generate an answer for every record of a data file; write them as JSONL (input record + prediction).
+
+    Args:
+        data: JSON / JSONL file (alpaca, sharegpt or messages); the prompt is each conversation up to its last
+            assistant turn (which may be empty or missing).
+        output: JSONL to write: each input record plus `prediction` and `finish_reason` (stop | length).
+        model: base model dir, hub id or `tiny` (default: the adapter's base, else tiny).
+        adapter: LoRA / DoRA adapter dir written by `qwen-sft train`.
+        template: qwen | qwen1.5-sft-legacy (default: the one the adapter was trained with, else qwen).
+        data_format: auto | alpaca | sharegpt | messages.
+        max_new_tokens: at most this many generated tokens per answer.
+        temperature: 0 = greedy (deterministic); > 0 samples.
+        top_p: nucleus sampling threshold (1 = off).
+        top_k: sample from the k most likely tokens (0 = off).
+        repetition_penalty: > 1 discourages repeats (1 = off).
+        batch_size: prompts generated together.
+        seed: random seed for sampling.
+        dtype: auto | bf16 | fp32.
+    """
+    if not data or not output:
+        raise UserError("predict needs --data FILE and --output FILE.jsonl")
+    sampling = Sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty).check()
+    samples = load_samples(data, fmt=data_format, require_answer=False)
+    loaded, tokenizer, chat_template = load_for_inference(model, adapter, template, dtype)
+    torch.manual_seed(seed)
+    results = predict_samples(loaded, tokenizer, samples, chat_template, sampling, batch_size)
+    write_jsonl(output, ({**s.record, "prediction": text, "finish_reason": reason}
+                         for s, (text, reason) in zip(samples, results)))
+    stopped = sum(reason == "stop" for _, reason in results)
+    print(f"wrote {len(results)} predictions to {output} ({stopped} stopped, {len(results) - stopped} hit "
+          f"max_new_tokens={max_new_tokens})", file=sys.stderr)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------- chat
+
+CHAT_HELP = "commands: /reset (clear history), /system TEXT (new system prompt, clears history), /exit"
+
+
+def chat(*, model: str | None = None, adapter: str | None = None, template: str | None = None,
+         system: str | None = None, max_new_tokens: int = 512, temperature: float = 0.0, top_p: float = 1.0,
+         top_k: int = 0, repetition_penalty: float = 1.0, seed: int = 42, dtype: str = "auto") -> int:
+    """Talk to a model: multi-turn, answers streamed as they are generated; /reset, /system TEXT, /exit.
+
+    Reads one user turn per line, from the terminal or a pipe (`printf 'hi\\n/exit\\n' | qwen-sft chat`).
+    Answers go to stdout (one `assistant: ...` line each); prompts and notices to stderr.
+
+    Args:
+        model: base model dir, hub id or `tiny` (default: the adapter's base, else tiny).
+        adapter: LoRA / DoRA adapter dir written by `qwen-sft train`.
+        template: qwen | qwen1.5-sft-legacy (default: the one the adapter was trained with, else qwen).
+        system: system prompt (default: the template's).
+        max_new_tokens: at most this many generated tokens per answer.
+        temperature: 0 = greedy (deterministic); > 0 samples.
+        top_p: nucleus sampling threshold (1 = off).
+        top_k: sample from the k most likely tokens (0 = off).
+        repetition_penalty: > 1 discourages repeats (1 = off).
+        seed: random seed for sampling.
+        dtype: auto | bf16 | fp32.
+    """
+    sampling = Sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty).check()
+    loaded, tokenizer, chat_template = load_for_inference(model, adapter, template, dtype)
+    torch.manual_seed(seed)
+    chat_loop(loaded, tokenizer, chat_template, sampling, system=system)
+    return 0
+
+
+def chat_loop(model, tokenizer, chat_template, sampling: Sampling, system: str | None = None,
+              read=input) -> list[dict]:
+    """The conversation loop behind `qwen-sft chat`; returns the history when the input ends or on /exit."""
+    from transformers import TextStreamer
+
+    interactive = sys.stdin.isatty()
+    max_context = getattr(model.config, "max_position_embeddings", None) or 32768
+    history: list[dict] = []
+    print(CHAT_HELP, file=sys.stderr)
+    while True:
+        try:
+            line = read("user> " if interactive else "").strip()
+        except EOFError:
+            return history
+        if not line:
+            continue
+        if line == "/exit":
+            return history
+        if line == "/reset":
+            history = []
+            print("(history cleared)", file=sys.stderr)
+            continue
+        if line.startswith("/system"):
+            system, history = line[len("/system"):].strip() or None, []
+            print(f"(system prompt: {system or chat_template.default_system!r}; history cleared)", file=sys.stderr)
+            continue
+        if line.startswith("/"):
+            print(f"unknown command {line.split()[0]}; {CHAT_HELP}", file=sys.stderr)
+            continue
+        history.append({"role": "user", "content": line})
+        prompt = fit_context(history, system, tokenizer, chat_template, max_context - sampling.max_new_tokens)
+        print("assistant: ", end="", flush=True)
+        streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)  # ends with a newline
+        (answer, _), = generate_batch(model, tokenizer, [prompt], sampling, streamer=streamer)
+        history.append({"role": "assistant", "content": answer})
+
+
+def fit_context(history: list[dict], system: str | None, tokenizer, chat_template, budget: int) -> list[int]:
+    """Prompt ids for the conversation, dropping the oldest exchanges while it is longer than `budget`."""
+    head = [{"role": "system", "content": system}] if system else []
+    while True:
+        ids = encode_prompt(head + history, tokenizer, chat_template)
+        if len(ids) <= budget or len(history) <= 1:
+            return ids
+        del history[:2]  # oldest user + assistant pair
+        print("(context full: dropped the oldest exchange)", file=sys.stderr)

@@ -1,0 +1,134 @@
+"""`qwen-sft merge`: fold a LoRA / DoRA adapter into its base model and write a plain Hugging Face model.
+
+The output is the standard Qwen2 layout — config.json, model*.safetensors, generation_config.json,
+tokenizer files — and nothing else, so plain `transformers` (no peft) and `vllm serve DIR` load it
+unchanged. Two things are set so the merged model behaves as it did under `qwen-sft chat`:
+  chat template          generated from the template the adapter was trained with (`render`'s exact text),
+                         so a server applying it builds the prompts training saw
+  generation_config.json eos_token_id = [<|im_end|>, <|endoftext|>]: servers stop where `generate` stops
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from qwen_sft.errors import UserError
+from qwen_sft.generate import resolve_base, resolve_template
+from qwen_sft.model import load_model, resolve_dtype, resolve_model_path
+from qwen_sft.template import Template, get_template, stop_token_ids
+
+log = logging.getLogger(__name__)
+
+
+def merge(*, adapter: str | None = None, output: str | None = None, model: str | None = None,
+          template: str | None = None, dtype: str = "auto", overwrite: bool = False) -> int:
+    """Merge a LoRA / DoRA adapter into its base model; write a plain HF model (loadable by transformers, vLLM).
+
+    Args:
+        adapter: adapter dir written by `qwen-sft train` (adapter_config.json + adapter_model.safetensors).
+        output: directory to write the merged model to.
+        model: base model (default: the one the adapter was trained on, from run_config.yaml / adapter_config.json).
+        template: chat template to write (default: the one the adapter was trained with, else qwen).
+        dtype: auto (the base checkpoint's dtype, else bf16) | bf16 | fp32 | fp16.
+        overwrite: replace an existing non-empty output dir.
+    """
+    if not adapter or not output:
+        raise UserError("merge needs --adapter DIR and --output DIR")
+    path = merge_adapter(adapter, output, model=model, template=template, dtype=dtype, overwrite=overwrite)
+    print(f"merged model written to {path}; serve it with: vllm serve {path}", file=sys.stderr)
+    return 0
+
+
+def merge_adapter(adapter: str | Path, output: str | Path, model: str | None = None, template: str | None = None,
+                  dtype: str = "auto", overwrite: bool = False) -> Path:
+    """Plain-Python form of `qwen-sft merge`; returns the output dir.
+
+    Raises:
+        UserError: missing adapter, an output dir that is the adapter / holds something (without overwrite),
+            an unknown dtype or template.
+    """
+    adapter, output = Path(adapter), Path(output)
+    if not (adapter / "adapter_config.json").is_file():
+        raise UserError(f"adapter {adapter}: no adapter_config.json (not a LoRA / DoRA adapter dir)")
+    if output.resolve() == adapter.resolve():
+        raise UserError(f"output {output}: is the adapter dir; choose another directory")
+    if output.exists() and any(output.iterdir()) and not overwrite:
+        raise UserError(f"output {output}: exists and is not empty; pass --overwrite or choose another directory")
+    base = resolve_base(model, str(adapter))
+    chat_template = get_template(resolve_template(template, base, str(adapter)))
+    torch_dtype = merge_dtype(dtype, resolve_model_path(base))
+
+    peft_model, tokenizer = load_model(base, adapter=adapter, dtype=torch_dtype, device="cpu")
+    log.info("merging %s into %s (%s)", adapter, base, str(torch_dtype).removeprefix("torch."))
+    merged = peft_model.merge_and_unload()  # W + scale * B @ A (DoRA: magnitude-rescaled), adapters removed
+    merged.generation_config.eos_token_id = stop_token_ids(tokenizer)
+    merged.generation_config.pad_token_id = tokenizer.pad_token_id
+    tokenizer.chat_template = chat_template_jinja(chat_template)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.tmp") as tmp:
+        merged.save_pretrained(tmp, max_shard_size="5GB")  # safetensors, shards + index past 5 GB like Qwen's
+        add_legacy_config_keys(Path(tmp) / "config.json")
+        tokenizer.save_pretrained(tmp, save_jinja_files=False)  # template inside tokenizer_config.json: every
+        # transformers version (and so every vLLM) reads it there; chat_template.jinja needs a recent one
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(tmp, output)  # written whole or not at all
+        os.makedirs(tmp)  # TemporaryDirectory removes the name it created
+    return output
+
+
+def add_legacy_config_keys(config_file: Path) -> None:
+    """Also write `rope_theta` and `torch_dtype`, the keys Qwen's own config.json files carry.
+
+    transformers 5 saves them as `rope_parameters.rope_theta` and `dtype`; an older transformers (as in
+    many vLLM installs) does not read those and would silently use rope_theta 10000 instead of 1e6.
+    """
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    theta = (config.get("rope_parameters") or {}).get("rope_theta")
+    if theta is not None:
+        config.setdefault("rope_theta", theta)
+    if config.get("dtype"):
+        config.setdefault("torch_dtype", config["dtype"])
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def merge_dtype(name: str, base_path: str) -> torch.dtype:
+    """`auto` = the dtype the base checkpoint is stored in (Qwen's are bf16), else bf16.
+
+    fp16 is allowed here (old GPUs serve only fp16), unlike for training where Qwen's loss goes NaN in it.
+    """
+    if name != "auto":
+        return resolve_dtype(name, allow_fp16=True, device="cpu")
+    stored = None
+    config_file = Path(base_path) / "config.json"
+    if config_file.is_file():
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        stored = config.get("dtype") or config.get("torch_dtype")
+    return {"float32": torch.float32, "float16": torch.float16}.get(stored, torch.bfloat16)
+
+
+def chat_template_jinja(template: Template) -> str:
+    """A Jinja chat template rendering exactly what `template.render` renders (tests check both agree)."""
+    def literal(text: str) -> str:
+        return json.dumps(text)  # a JSON string is a valid Jinja string literal (\\n, \\", unicode)
+
+    separators = "{" + ", ".join(f"{literal(role)}: {literal(sep)}" for role, sep in template.role_sep.items()) + "}"
+    default_system = template.turn_prefix("system") + template.default_system + template.turn_end
+    return (
+        f"{{% set sep = {separators} %}}"
+        "{% for message in messages %}"
+        f"{{% if loop.first and message['role'] != 'system' %}}{{{{ {literal(default_system)} }}}}{{% endif %}}"
+        f"{{{{ {literal(template.turn_start)} + message['role'] + sep.get(message['role'], {literal(chr(10))}) "
+        f"+ message['content'] + {literal(template.turn_end)} }}}}"
+        "{% endfor %}"
+        f"{{% if add_generation_prompt %}}{{{{ {literal(template.turn_prefix('assistant'))} }}}}{{% endif %}}"
+    )

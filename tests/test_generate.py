@@ -1,0 +1,164 @@
+"""Generation: batched = one at a time, answer-only predictions, stop / length, no padded-vocab ids, chat via a pipe."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from qwen_sft.cli import main
+from qwen_sft.errors import UserError
+from qwen_sft.generate import (Sampling, generate_batch, generate_ids, load_for_inference, predict,
+                               resolve_template)
+from qwen_sft.model import load_model
+from qwen_sft.template import encode_prompt, get_template
+from qwen_sft.tokenizer import IM_END_ID
+
+ROOT = Path(__file__).resolve().parents[1]
+QWEN = get_template("qwen")
+QUESTIONS = ["你好", "类型#裙*版型#显瘦*颜色#黑色*裙型#直筒裙", "How do I wash a wool sweater without shrinking it?", "x"]
+
+
+def prompt(tokenizer, text, template=QWEN):
+    return encode_prompt([{"role": "user", "content": text}], tokenizer, template)
+
+
+@pytest.fixture(scope="module")
+def fp32(tiny_path):
+    return load_model(tiny_path, dtype="fp32", device="cpu")  # fp32: batched and single runs compare exactly
+
+
+def test_batched_equals_one_at_a_time(fp32):
+    model, tokenizer = fp32
+    prompts = [prompt(tokenizer, q) for q in QUESTIONS]  # different lengths: rows get different left padding
+    sampling = Sampling(max_new_tokens=8)
+    batched = generate_batch(model, tokenizer, prompts, sampling)
+    single = [generate_batch(model, tokenizer, [p], sampling)[0] for p in prompts]
+    assert batched == single
+    assert all(reason == "length" for _, reason in batched)  # a random-init model rarely says <|im_end|>
+
+
+def test_predict_writes_answers_only_in_input_order(tmp_path, tiny_path, fp32):
+    records = [{"instruction": "类型#裤*颜色#白色", "input": "", "output": ""},
+               {"instruction": "A much longer instruction so that sorting by length reorders the batch", "output": "ok"},
+               {"instruction": "hi", "output": "", "id": 7}]
+    data = tmp_path / "in.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    out = tmp_path / "preds.jsonl"
+    assert main(["predict", "--data", str(data), "--output", str(out), "--model", tiny_path, "--max-new-tokens", "6",
+                 "--batch-size", "2", "--dtype", "fp32"]) == 0
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    model, tokenizer = fp32
+    for record, row in zip(records, rows, strict=True):
+        assert {k: row[k] for k in record} == record  # the input record is kept, in input order
+        expected = generate_batch(model, tokenizer, [prompt(tokenizer, record["instruction"])], Sampling(max_new_tokens=6))
+        assert (row["prediction"], row["finish_reason"]) == expected[0]
+        assert record["instruction"] not in row["prediction"] and "<|im_start|>" not in row["prediction"]
+
+
+def bigram_model(model, tokenizer, chain):
+    """A copy of `model` whose next token depends only on the current one, with `chain` = {token: next}.
+
+    Zeroing each layer's output projections (o_proj, down_proj) makes every block add nothing to the
+    residual stream, so the hidden state is the token's own embedding: embedding row t is set to a unit
+    direction e_k and lm_head row chain[t] to 10 * e_k, giving chain[t] a logit of ~160 against ~±1 for
+    the rest. This stands in for a trained model: training one to stop takes minutes on these CPUs.
+    """
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        for k, (token, following) in enumerate(chain.items()):
+            model.model.embed_tokens.weight[token] = torch.nn.functional.one_hot(torch.tensor(k), 256).float()
+            model.lm_head.weight[following, k] = 10.0
+    return model
+
+
+def test_stops_at_im_end_and_reports_length_when_cut(fp32):
+    base, tokenizer = fp32
+    hello, world, again = (tokenizer.encode(word)[0] for word in ("Hello", " world", " again"))
+    # qwen's generation prompt ends in "assistant\n" (198): answer "Hello world" then <|im_end|>; the legacy
+    # one ends in "assistant" (77091): " again" forever
+    model = bigram_model(base, tokenizer, {198: hello, hello: world, world: IM_END_ID, 77091: again, again: again})
+    question = prompt(tokenizer, "ping")
+    assert generate_batch(model, tokenizer, [question], Sampling(max_new_tokens=8)) == [("Hello world", "stop")]
+    assert generate_ids(model, tokenizer, [question], Sampling(max_new_tokens=3)) == [([hello, world], "stop")]
+    assert generate_batch(model, tokenizer, [question], Sampling(max_new_tokens=2)) == [("Hello world", "length")]
+    # in a batch the row that stopped is padded while the other runs on; each gets its own reason
+    legacy = prompt(tokenizer, "a longer question, so the rows are padded", get_template("qwen1.5-sft-legacy"))
+    assert generate_batch(model, tokenizer, [question, legacy], Sampling(max_new_tokens=5)) == [
+        ("Hello world", "stop"), (" again" * 5, "length")]
+
+
+def test_padded_vocabulary_rows_are_never_generated(fp32):
+    base, tokenizer = fp32
+    assert len(tokenizer) == 151646 and base.lm_head.weight.shape[0] == 151936
+    model = copy.deepcopy(base)
+    head = torch.nn.Linear(256, 151936, bias=True)  # Qwen's lm_head has no bias; one makes those logits huge
+    with torch.no_grad():
+        head.weight.copy_(base.lm_head.weight)
+        head.bias.zero_()
+        head.bias[151646:] = 1e4
+    model.lm_head = head
+    question = prompt(tokenizer, "你好")
+    assert model(torch.tensor([question])).logits[0, -1].argmax() >= 151646  # unguarded, it would pick one
+    torch.manual_seed(0)
+    for sampling in (Sampling(max_new_tokens=6), Sampling(max_new_tokens=6, temperature=1.0),
+                     Sampling(max_new_tokens=6, temperature=1.5, top_k=5, top_p=0.9)):
+        for ids, _ in generate_ids(model, tokenizer, [question, prompt(tokenizer, "hello")], sampling):
+            assert ids and max(ids) < 151646, (sampling, ids)
+
+
+def make_adapter(path: Path, tiny_path: str, template: str) -> Path:
+    """A LoRA adapter with non-zero B (so it changes the output) and the run_config.yaml `train` writes."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    model.save_pretrained(path)
+    (path / "run_config.yaml").write_text(yaml.safe_dump({"model": "tiny", "template": template}))
+    return path
+
+
+def test_adapter_sets_base_and_template(tmp_path, tiny_path):
+    from peft import PeftModel
+
+    adapter = make_adapter(tmp_path / "adapter", tiny_path, "qwen1.5-sft-legacy")
+    assert resolve_template(None, "tiny", str(adapter)) == "qwen1.5-sft-legacy"
+    assert resolve_template("qwen", "tiny", str(adapter)) == "qwen"  # --template wins
+    assert resolve_template(None, "tiny", None) == "qwen"
+    model, tokenizer, template = load_for_inference(None, str(adapter), None, "fp32")  # base from run_config
+    assert isinstance(model, PeftModel) and template.name == "qwen1.5-sft-legacy"
+    (text, reason), = generate_batch(model, tokenizer, [prompt(tokenizer, "hi", template)], Sampling(max_new_tokens=3))
+    assert reason == "length" and isinstance(text, str)
+
+
+def test_user_errors(tmp_path):
+    with pytest.raises(UserError, match="temperature: must be >= 0"):
+        Sampling(temperature=-1).check()
+    with pytest.raises(UserError, match="--data"):
+        predict(output=str(tmp_path / "p.jsonl"))
+    assert main(["predict", "--data", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "p.jsonl")]) == 2
+
+
+def test_chat_through_a_pipe(tmp_path):
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "QWEN_SFT_LOG": "WARNING"}
+    done = subprocess.run([sys.executable, "-m", "qwen_sft", "chat", "--model", "tiny", "--max-new-tokens", "8"],
+                          input="你好\n/system Be brief\n/reset\nhello\n/exit\n", capture_output=True, text=True,
+                          encoding="utf-8", env=env, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    answers = [line for line in done.stdout.splitlines() if line.startswith("assistant: ")]
+    assert len(answers) == 2, done.stdout  # one per user turn; commands answer on stderr
+    assert "system prompt: 'Be brief'" in done.stderr and "history cleared" in done.stderr

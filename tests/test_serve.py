@@ -1,0 +1,257 @@
+"""`qwen-sft serve`: the OpenAI client against a live loopback server, the spec's route, every class of
+bad input, auth, a 32-client load test and batching invariance. The tiny model runs in fp32 so greedy
+decoding is exactly reproducible; max_tokens stays small so the file runs in about a minute on 2 cores."""
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from qwen_sft.serve import create_app, running
+from qwen_sft.template import encode_prompt, get_template
+
+LIMIT = 16  # the server's max_tokens ceiling in these tests
+CONTEXT = 256
+BODY_LIMIT = 32 * 1024
+KEY = "sk-test-7f3a9c"
+HELLO = [{"role": "user", "content": "Hello, who are you?"}]
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_path):
+    from qwen_sft.model import load_model
+
+    return load_model(tiny_path, dtype="fp32")
+
+
+def make_app(loaded, **kwargs):
+    model, tokenizer = loaded
+    limits = dict(served_model_name="tiny", max_tokens_limit=LIMIT, max_model_len=CONTEXT, max_body_bytes=BODY_LIMIT)
+    return create_app(model, tokenizer, "qwen", **{**limits, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def app(loaded):
+    app = make_app(loaded)
+    yield app
+    app.state.engine.stop()
+
+
+@pytest.fixture(scope="module")
+def url(app):
+    with running(app) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def http(url):
+    with httpx.Client(base_url=url, timeout=120) as client:
+        yield client
+
+
+def chat(http, messages=HELLO, **params):
+    r = http.post("/v1/chat/completions", json={"model": "tiny", "messages": messages, **params})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+# ---- the official openai client ----
+def test_openai_client_sync_and_stream_agree(url):
+    import openai
+
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in client.models.list()] == ["tiny"]
+    done = client.chat.completions.create(model="tiny", messages=HELLO, temperature=0, max_tokens=10)
+    choice = done.choices[0]
+    assert choice.message.role == "assistant" and isinstance(choice.message.content, str)
+    assert choice.finish_reason in ("stop", "length")
+    assert done.usage.total_tokens == done.usage.prompt_tokens + done.usage.completion_tokens
+    assert done.usage.completion_tokens == 10 if choice.finish_reason == "length" else done.usage.completion_tokens <= 10
+
+    stream = client.chat.completions.create(model="tiny", messages=HELLO, temperature=0, max_tokens=10, stream=True,
+                                            stream_options={"include_usage": True})
+    chunks = list(stream)
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert text == choice.message.content and finish == [choice.finish_reason]
+    assert chunks[-1].usage.completion_tokens == done.usage.completion_tokens
+
+
+def test_stream_is_server_sent_events_ending_in_done(http):
+    with http.stream("POST", "/v1/chat/completions", json={"messages": HELLO, "max_tokens": 4, "stream": True}) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in r.iter_lines() if line]
+    assert lines[-1] == "data: [DONE]" and all(line.startswith("data: ") for line in lines)
+    assert json.loads(lines[0][6:])["choices"][0]["delta"]["role"] == "assistant"
+
+
+def test_prompt_is_rendered_like_training(loaded, http):
+    _, tokenizer = loaded
+    expected = len(encode_prompt(HELLO, tokenizer, get_template("qwen")))
+    assert chat(http, max_tokens=1)["usage"]["prompt_tokens"] == expected
+
+
+def test_stop_string_cuts_the_answer(http):
+    full = chat(http, temperature=0, max_tokens=LIMIT)["choices"][0]["message"]["content"]
+    stop = full[4:7]
+    assert stop, f"greedy answer too short to pick a stop string: {full!r}"
+    cut = chat(http, temperature=0, max_tokens=LIMIT, stop=[stop, "never-appears"])["choices"][0]
+    assert cut["message"]["content"] == full[: full.index(stop)] and cut["finish_reason"] == "stop"
+
+
+def test_seed_makes_sampling_reproducible(http):
+    answers = [chat(http, temperature=1.0, seed=seed, max_tokens=8)["choices"][0]["message"]["content"]
+               for seed in (7, 7, 8)]
+    assert answers[0] == answers[1] != answers[2]
+
+
+# ---- the spec's route ----
+def test_spec_route_returns_the_answer_only(http):
+    body = {"instruction": "类型#裙*版型#宽松", "text": "颜色#黑色", "max_new_tokens": 8, "do_sample": False,
+            "num_beams": 3, "penalty_alpha": 0.6}  # the last two are accepted and ignored (docs/serving.md)
+    r = http.post("/nlg/text_generate", json=body)
+    assert r.status_code == 200 and set(r.json()) == {"response"}
+    greedy = chat(http, [{"role": "user", "content": "类型#裙*版型#宽松\n颜色#黑色"}], temperature=0, max_tokens=8)
+    assert r.json()["response"] == greedy["choices"][0]["message"]["content"]
+    assert "<|im_start|>" not in r.json()["response"] and "类型#裙" not in r.json()["response"]
+
+
+# ---- bad input: 4xx with an OpenAI error body, never 5xx ----
+def _messages(**extra):
+    return json.dumps({"messages": HELLO, **extra})
+
+
+BAD = {
+    "malformed JSON": ('{"messages": [', 400, None),
+    "not an object": ("[1, 2]", 400, None),
+    "wrong type": (_messages(max_tokens="5"), 400, "max_tokens"),
+    "wrong type (bool)": (_messages(stream="yes"), 400, "stream"),
+    "empty messages": ('{"messages": []}', 400, "messages"),
+    "missing messages": ("{}", 400, "messages"),
+    "unknown role": ('{"messages": [{"role": "tool", "content": "x"}]}', 400, "messages.0.role"),
+    "content not text": ('{"messages": [{"role": "user", "content": 5}]}', 400, "messages.0.content"),
+    "temperature out of range": (_messages(temperature=3), 400, "temperature"),
+    "NaN": ('{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}', 400, "temperature"),
+    "max_tokens over the limit": (_messages(max_tokens=LIMIT + 1), 400, "max_tokens"),
+    "max_tokens zero": (_messages(max_tokens=0), 400, "max_tokens"),
+    "empty stop": (_messages(stop=""), 400, "stop"),
+    "five stops": (_messages(stop=list("abcde")), 400, "stop"),
+    "prompt over the context": (json.dumps({"messages": [{"role": "user", "content": "hi " * 300}]}), 400,
+                                "messages"),
+    "n > 1": (_messages(n=2), 400, "n"),
+}
+
+
+@pytest.mark.parametrize("body,status,param", BAD.values(), ids=BAD.keys())
+def test_bad_input_gets_4xx_with_openai_error(http, body, status, param):
+    r = http.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["message"] and error["param"] == param
+
+
+def test_limits_are_named_in_the_message(http):
+    over = http.post("/v1/chat/completions", content=_messages(max_tokens=LIMIT + 1))
+    assert str(LIMIT) in over.json()["error"]["message"]
+    long = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "hi " * 300}]})
+    assert str(CONTEXT) in long.json()["error"]["message"]
+    spec = http.post("/nlg/text_generate", json={"instruction": "x", "max_new_tokens": LIMIT + 1})
+    assert spec.status_code == 400 and str(LIMIT) in spec.json()["error"]["message"]
+
+
+def test_oversized_bodies_get_413(url, http):
+    big = json.dumps({"messages": [{"role": "user", "content": "x" * BODY_LIMIT}]})
+    declared = http.post("/v1/chat/completions", content=big, headers={"content-type": "application/json"})
+    assert declared.status_code == 413 and str(BODY_LIMIT) in declared.json()["error"]["message"]
+
+    def chunks():  # no Content-Length: chunked transfer, so only counting the bytes received catches it
+        for i in range(0, len(big), 4096):
+            yield big[i:i + 4096].encode()
+
+    streamed = http.post("/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413 and "content-length" not in streamed.request.headers
+    assert http.get("/health").status_code == 200
+
+
+def test_unknown_route_and_method_are_json_errors(http):
+    assert http.get("/v1/nope").json()["error"]["code"] == "http_404"
+    assert http.get("/v1/chat/completions").status_code == 405
+    assert http.get("/../../etc/passwd").status_code == 404
+
+
+# ---- auth ----
+def test_api_key(loaded, caplog):
+    import openai
+
+    app = make_app(loaded, api_key=KEY)
+    with running(app) as url, httpx.Client(base_url=url) as http:
+        assert http.get("/health").status_code == 200  # no key needed
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"Authorization": f"Basic {KEY}"}):
+            r = http.post("/v1/chat/completions", json={"messages": HELLO}, headers=headers)
+            assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+        assert http.post("/v1/chat/completions", content="{bad", headers={}).status_code == 401  # auth comes first
+        assert http.get("/v1/models", headers={"Authorization": f"Bearer {KEY}"}).status_code == 200
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=KEY, max_retries=0)
+        assert client.chat.completions.create(model="tiny", messages=HELLO, max_tokens=2).choices[0].message
+        with pytest.raises(openai.AuthenticationError):
+            openai.OpenAI(base_url=f"{url}/v1", api_key="nope", max_retries=0).models.list()
+    app.state.engine.stop()
+    assert KEY not in caplog.text
+
+
+# ---- batching ----
+@pytest.mark.slow
+def test_load_32_concurrent_clients(url, app):
+    """32 clients at once, half streaming: every answer complete and well-formed, and decoded together."""
+    steps_before = app.state.engine.steps
+
+    async def client(i: int, http: httpx.AsyncClient):
+        body = {"messages": [{"role": "user", "content": f"question {i}: " + "why " * (i % 7)}],
+                "max_tokens": 4 + i % 5, "temperature": 0 if i % 3 else 0.8}
+        if i % 2:
+            async with http.stream("POST", "/v1/chat/completions", json={**body, "stream": True}) as r:
+                assert r.status_code == 200
+                lines = [line async for line in r.aiter_lines() if line]
+            assert lines[-1] == "data: [DONE]"
+            chunks = [json.loads(line[6:]) for line in lines[:-1]]
+            assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+            assert [c["choices"][0]["finish_reason"] for c in chunks][-2:] in ([None, "stop"], [None, "length"])
+            return True
+        r = await http.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        done = r.json()
+        assert done["choices"][0]["finish_reason"] in ("stop", "length")
+        assert done["usage"]["completion_tokens"] <= body["max_tokens"]
+        return True
+
+    async def main():
+        async with httpx.AsyncClient(base_url=url, timeout=300) as http:
+            return await asyncio.gather(*(client(i, http) for i in range(32)))
+
+    assert all(asyncio.run(main()))
+    # 32 requests of 4..8 tokens decoded one after another would take >= 150 steps
+    assert app.state.engine.steps - steps_before < 40
+
+
+@pytest.mark.slow
+def test_greedy_output_is_the_same_alone_or_batched(url):
+    prompts = [[{"role": "user", "content": text}] for text in ("Hi", "Tell me a long story about a dragon " * 3,
+                                                                 "1+1=", "类型#裙*版型#宽松*颜色#黑色")]
+
+    async def ask(http, messages, max_tokens):
+        r = await http.post("/v1/chat/completions",
+                            json={"messages": messages, "temperature": 0, "max_tokens": max_tokens})
+        return r.json()["choices"][0]["message"]["content"]
+
+    async def main():
+        async with httpx.AsyncClient(base_url=url, timeout=300) as http:
+            alone = [await ask(http, p, 12) for p in prompts]
+            others = [[{"role": "user", "content": "filler " * n}] for n in range(1, 9)]
+            together = await asyncio.gather(*(ask(http, p, 12) for p in prompts),
+                                            *(ask(http, p, 3 + n) for n, p in enumerate(others)))
+            return alone, together[: len(prompts)]
+
+    alone, together = asyncio.run(main())
+    assert together == alone
