@@ -63,9 +63,14 @@ def train(cfg: TrainConfig) -> Path:
     Raises:
         UserError: for bad data, model or output dir, and when the loss stops being finite.
     """
-    model_path = resolve_model_path(cfg.model)
+    from accelerate import PartialState
+
     output_dir = Path(cfg.output_dir)
-    resume_from = prepare_output_dir(cfg, output_dir)
+    on_cpu = not torch.cuda.is_available()
+    process = PartialState(cpu=on_cpu)  # under torchrun / accelerate launch: joins the process group (gloo on CPU)
+    with process.main_process_first():  # builds `tiny` and cleans the output dir once, then the others look
+        model_path = resolve_model_path(cfg.model)
+        resume_from = prepare_output_dir(cfg, output_dir, clean=process.is_main_process)
     dtype = resolve_dtype(cfg.dtype, allow_fp16=cfg.allow_fp16)
     torch.manual_seed(cfg.seed)
     if dtype == torch.float32:
@@ -86,7 +91,7 @@ def train(cfg: TrainConfig) -> Path:
 
     full_mixed = cfg.finetuning == "full" and dtype != torch.float32  # fp32 master weights + autocast
     args = TrainingArguments(**{**dict(
-        output_dir=str(output_dir), learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs,
+        output_dir=str(output_dir), use_cpu=on_cpu, learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs,
         max_steps=cfg.max_steps, per_device_train_batch_size=cfg.per_device_train_batch_size,
         per_device_eval_batch_size=cfg.per_device_eval_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, lr_scheduler_type=cfg.lr_scheduler_type,
@@ -326,8 +331,10 @@ def rotate(output_dir: Path, limit: int | None) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def prepare_output_dir(cfg: TrainConfig, output_dir: Path) -> str | None:
+def prepare_output_dir(cfg: TrainConfig, output_dir: Path, clean: bool = True) -> str | None:
     """Check the output dir before anything loads; return the checkpoint to resume from (or None).
+
+    Only the main process (`clean`) writes or deletes anything; the others check and read.
 
     Raises:
         UserError: unwritable dir, a dir holding a different run (unless overwrite), a resume path that
@@ -335,12 +342,13 @@ def prepare_output_dir(cfg: TrainConfig, output_dir: Path) -> str | None:
     """
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
-        probe = output_dir / ".write-test"
+        probe = output_dir / f".write-test-{os.getpid()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as err:
         raise UserError(f"output_dir {output_dir}: not writable ({err.strerror})") from None
-    shutil.rmtree(output_dir / STAGING, ignore_errors=True)  # a checkpoint a killed run never finished
+    if clean:
+        shutil.rmtree(output_dir / STAGING, ignore_errors=True)  # a checkpoint a killed run never finished
     previous = output_dir / "run_config.yaml"
     if previous.exists() and not cfg.overwrite:
         old = yaml.safe_load(previous.read_text(encoding="utf-8")) or {}
@@ -350,7 +358,7 @@ def prepare_output_dir(cfg: TrainConfig, output_dir: Path) -> str | None:
             diff = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:3])
             raise UserError(f"output_dir {output_dir} holds a different run ({diff}); "
                             "use another output_dir or set overwrite: true")
-    if cfg.overwrite:
+    if cfg.overwrite and clean:
         for stale in checkpoints(output_dir):
             shutil.rmtree(stale)
         for name in ("train_log.jsonl", "loss.png"):
