@@ -27,7 +27,8 @@ def examples():
 
 def token_losses(model, batch):
     """Per-label losses (B, T): entry j is the loss of predicting labels[:, j] from position j - 1."""
-    logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+    # use_cache=False as in training: with a KV cache transformers 5 ignores packed position_ids
+    logits = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
     labels = batch["labels"]
     tok = F.cross_entropy(logits[:, :-1].transpose(1, 2), labels[:, 1:], reduction="none")  # 0 where -100
     return F.pad(tok, (1, 0))
@@ -76,7 +77,7 @@ def test_no_attention_across_example_boundaries(attn_implementation):
     def hidden(input_ids, **overrides):
         kwargs = {k: v for k, v in batch.items() if k != "labels"} | {"input_ids": input_ids} | overrides
         with torch.no_grad():
-            return model.model(**kwargs).last_hidden_state[0]
+            return model.model(**kwargs, use_cache=False).last_hidden_state[0]
 
     a, b = hidden(batch["input_ids"]), hidden(perturbed)
     torch.testing.assert_close(a[rest], b[rest], rtol=0, atol=1e-12)  # later examples never see example 0
@@ -93,7 +94,6 @@ def test_packed_collator_layout():
     assert batch["input_ids"].tolist() == [[1, 2, 3, 4, 5]]
     assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1]]
     assert batch["labels"].tolist() == [[-100, 2, 3, -100, 5]]
-    assert batch["use_cache"] is False
     assert PackedCollator()(exs)["input_ids"].tolist() == [[1, 2, 3, 4, 5]]  # flat list of examples
     with pytest.raises(ValueError, match="no tokens"):
         PackedCollator()([])

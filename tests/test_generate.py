@@ -30,7 +30,7 @@ def prompt(tokenizer, text, template=QWEN):
 
 @pytest.fixture(scope="module")
 def fp32(tiny_path):
-    return load_model(tiny_path, dtype="fp32", device="cpu")  # fp32: batched and single runs compare exactly
+    return load_model(tiny_path, dtype="fp32")  # fp32: batched and single runs compare exactly; same device as CLI
 
 
 def test_batched_equals_one_at_a_time(fp32):
@@ -75,7 +75,8 @@ def bigram_model(model, tokenizer, chain):
             layer.self_attn.o_proj.weight.zero_()
             layer.mlp.down_proj.weight.zero_()
         for k, (token, following) in enumerate(chain.items()):
-            model.model.embed_tokens.weight[token] = torch.nn.functional.one_hot(torch.tensor(k), 256).float()
+            model.model.embed_tokens.weight[token] = 0.0
+            model.model.embed_tokens.weight[token, k] = 1.0
             model.lm_head.weight[following, k] = 10.0
     return model
 
@@ -105,9 +106,9 @@ def test_padded_vocabulary_rows_are_never_generated(fp32):
         head.weight.copy_(base.lm_head.weight)
         head.bias.zero_()
         head.bias[151646:] = 1e4
-    model.lm_head = head
+    model.lm_head = head.to(base.device)
     question = prompt(tokenizer, "你好")
-    assert model(torch.tensor([question])).logits[0, -1].argmax() >= 151646  # unguarded, it would pick one
+    assert model(torch.tensor([question], device=base.device)).logits[0, -1].argmax() >= 151646  # unguarded, it would pick one
     torch.manual_seed(0)
     for sampling in (Sampling(max_new_tokens=6), Sampling(max_new_tokens=6, temperature=1.0),
                      Sampling(max_new_tokens=6, temperature=1.5, top_k=5, top_p=0.9)):

@@ -5,7 +5,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "qwen_sft"
 ORDER = ["errors", "config", "data", "tokenizer", "template", "collate", "loss", "model", "train", "generate",
-         "evaluate", "merge", "serve", "preview", "demo", "cli"]
+         "evaluate", "merge", "serve_engine", "serve", "preview", "demo", "cli"]
 
 
 def _imports(path: Path) -> set[str]:

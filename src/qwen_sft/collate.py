@@ -16,10 +16,10 @@ Packing (no pad tokens at all):
   while flash-attention takes its varlen path with cu_seqlens derived from position_ids
   (that path needs batch size 1, which is why everything goes into one row).
   CAVEAT (transformers 5.23): the sdpa/eager detection only runs when no KV cache exists, and the
-  model creates an empty DynamicCache whenever use_cache is on (config default, also in train mode
-  without gradient checkpointing) -- examples would then silently attend to each other. The packed
-  batch therefore carries `use_cache=False`, so `model(**batch)` is right as is; a caller that
-  builds its own forward call must pass use_cache=False too.
+  model creates an empty DynamicCache whenever use_cache is on (the config default, in train mode
+  too unless gradient checkpointing is on) -- examples would then silently attend to each other.
+  So the forward that consumes a packed batch must run with use_cache=False (train.py sets
+  `model.config.use_cache = False` and passes it explicitly).
   The first label of every example is set to -100 so no example learns to predict its own first
   token from the end of the previous one.
 """
@@ -110,11 +110,11 @@ class PackedCollator:
 
     Accepts what a DataLoader hands over when the dataset items are bins from `pack_examples`
     (a list of bins), or a flat list of examples.
-    Returns input_ids, position_ids and labels, each (1, total), with every example's first label -100,
-    and use_cache=False (see the module docstring: without it transformers ignores the packing).
+    Returns input_ids, position_ids and labels, each (1, total), with every example's first label -100.
+    Run the model with use_cache=False on it (see the module docstring), or the packing is ignored.
     """
 
-    def __call__(self, batch: list[dict] | list[list[dict]]) -> dict[str, torch.Tensor | bool]:
+    def __call__(self, batch: list[dict] | list[list[dict]]) -> dict[str, torch.Tensor]:
         """Raises: ValueError if an example's input_ids and labels differ in length, or batch is empty."""
         examples = [e for item in batch for e in (item if isinstance(item, list) else [item])]
         input_ids, labels, position_ids = [], [], []
@@ -131,5 +131,4 @@ class PackedCollator:
             "input_ids": torch.tensor([input_ids], dtype=torch.long),
             "position_ids": torch.tensor([position_ids], dtype=torch.long),
             "labels": torch.tensor([labels], dtype=torch.long),
-            "use_cache": False,  # an (empty) KV cache disables transformers' packed-sequence masking
         }

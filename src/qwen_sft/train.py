@@ -325,10 +325,15 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
 
 
 def rotate(output_dir: Path, limit: int | None) -> None:
+    """Keep the newest `limit` checkpoints. Each old one is first renamed out of sight, so a kill during
+    the slow delete never leaves a half-deleted `checkpoint-N` behind."""
     if limit is None or limit <= 0:
         return
     for old in checkpoints(output_dir)[:-limit]:
-        shutil.rmtree(old, ignore_errors=True)
+        trash = output_dir / STAGING / f"deleting-{old.name}"
+        trash.parent.mkdir(exist_ok=True)
+        os.replace(old, trash)
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def prepare_output_dir(cfg: TrainConfig, output_dir: Path, clean: bool = True) -> str | None:
