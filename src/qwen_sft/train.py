@@ -176,17 +176,24 @@ def load_for_training(model_path: str, cfg: TrainConfig, dtype: torch.dtype):
 def use_chunked_loss(model, chunk_size: int) -> None:
     """Make `model(input_ids, labels=...)` return the summed token loss without building full logits.
 
-    The forward stays the model's own entry point, so DDP/FSDP/DeepSpeed wrappers (which only sync
-    through it) and peft (which calls it) work unchanged; only the output layer + loss is replaced.
+    The forward stays the model's own entry point, so DDP/FSDP wrappers (which only sync through it) and
+    peft (which calls it) work unchanged; only the output layer + loss is replaced. Under DeepSpeed ZeRO-3
+    the head weight is partitioned and only gathered by the head module's own call, so there the model's
+    standard loss (full logits) is used instead.
     """
+    standard_forward = model.forward
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, labels=None, **kwargs):
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
         kwargs.pop("num_items_in_batch", None)  # normalisation happens in SFTTrainer.compute_loss
+        head = self.lm_head
+        if getattr(head.weight, "ds_id", None) is not None:  # DeepSpeed ZeRO-3 partitioned parameter
+            out = standard_forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                   labels=labels, use_cache=False, **kwargs)
+            return CausalLMOutputWithPast(loss=out.loss * count_trained_tokens(labels))  # mean → sum
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                             use_cache=False, **kwargs).last_hidden_state
-        head = self.lm_head
         loss = chunked_cross_entropy(hidden, head.weight, labels, bias=head.bias, chunk_size=chunk_size)
         return CausalLMOutputWithPast(loss=loss)
 
