@@ -26,3 +26,23 @@ def tiny_path():
     from qwen_sft.model import resolve_model_path
 
     return resolve_model_path("tiny")
+
+
+def make_adapter(path, tiny_path, template="qwen", use_dora=False, targets=("q_proj", "v_proj"), seed=0):
+    """A LoRA / DoRA adapter on `tiny` with random non-zero B (a fresh one is a no-op), plus the
+    run_config.yaml `train` writes beside it. Much faster than training one."""
+    import torch
+    import yaml
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    config = LoraConfig(r=4, lora_alpha=8, use_dora=use_dora, task_type="CAUSAL_LM", target_modules=list(targets))
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32), config)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0, 0.05)
+    model.save_pretrained(path)
+    (Path(path) / "run_config.yaml").write_text(yaml.safe_dump({"model": "tiny", "template": template}))
+    return Path(path)

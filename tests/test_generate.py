@@ -18,6 +18,7 @@ from qwen_sft.generate import (Sampling, generate_batch, generate_ids, load_for_
 from qwen_sft.model import load_model
 from qwen_sft.template import encode_prompt, get_template
 from qwen_sft.tokenizer import IM_END_ID
+from conftest import make_adapter
 
 ROOT = Path(__file__).resolve().parents[1]
 QWEN = get_template("qwen")
@@ -114,23 +115,6 @@ def test_padded_vocabulary_rows_are_never_generated(fp32):
                      Sampling(max_new_tokens=6, temperature=1.5, top_k=5, top_p=0.9)):
         for ids, _ in generate_ids(model, tokenizer, [question, prompt(tokenizer, "hello")], sampling):
             assert ids and max(ids) < 151646, (sampling, ids)
-
-
-def make_adapter(path: Path, tiny_path: str, template: str) -> Path:
-    """A LoRA adapter with non-zero B (so it changes the output) and the run_config.yaml `train` writes."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32),
-                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"))
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.05)
-    model.save_pretrained(path)
-    (path / "run_config.yaml").write_text(yaml.safe_dump({"model": "tiny", "template": template}))
-    return path
 
 
 def test_adapter_sets_base_and_template(tmp_path, tiny_path):

@@ -11,32 +11,17 @@ from qwen_sft.cli import main
 from qwen_sft.errors import UserError
 from qwen_sft.merge import chat_template_jinja, merge_adapter
 from qwen_sft.template import get_template, render
+from conftest import make_adapter
 
 INPUT = torch.tensor([[151644, 872, 198, 108386, 151645, 198, 151644, 77091, 198]])  # <|im_start|>user\n你好...
-
-
-def make_adapter(path, tiny_path, use_dora=False):
-    """A LoRA / DoRA adapter with random non-zero B (a fresh one is a no-op), plus train's run_config.yaml."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(1)
-    config = LoraConfig(r=4, lora_alpha=8, use_dora=use_dora, task_type="CAUSAL_LM",
-                        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_path, dtype=torch.float32), config)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.05)
-    model.save_pretrained(path)
-    (path / "run_config.yaml").write_text(yaml.safe_dump({"model": "tiny", "template": "qwen1.5-sft-legacy"}))
-    return path
 
 
 @pytest.fixture(scope="module")
 def adapters(tmp_path_factory, tiny_path):
     root = tmp_path_factory.mktemp("adapters")
-    return {"lora": make_adapter(root / "lora", tiny_path), "dora": make_adapter(root / "dora", tiny_path, True)}
+    every = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    return {kind: make_adapter(root / kind, tiny_path, "qwen1.5-sft-legacy", use_dora=kind == "dora", targets=every,
+                               seed=1) for kind in ("lora", "dora")}
 
 
 @pytest.mark.parametrize("kind", ["lora", "dora"])

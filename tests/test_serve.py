@@ -4,12 +4,20 @@ decoding is exactly reproducible; max_tokens stays small so the file runs in abo
 
 import asyncio
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 
 import httpx
 import pytest
+import torch
 
 from qwen_sft.serve import create_app, running
-from qwen_sft.template import encode_prompt, get_template
+from qwen_sft.serve_engine import Delta, Engine, Finished, Job, Sampling
+from qwen_sft.template import encode_prompt, get_template, stop_token_ids
 
 LIMIT = 16  # the server's max_tokens ceiling in these tests
 CONTEXT = 256
@@ -105,6 +113,27 @@ def test_seed_makes_sampling_reproducible(http):
     answers = [chat(http, temperature=1.0, seed=seed, max_tokens=8)["choices"][0]["message"]["content"]
                for seed in (7, 7, 8)]
     assert answers[0] == answers[1] != answers[2]
+
+
+@pytest.mark.parametrize("params", [{"temperature": 1e-300}, {"temperature": 2, "top_p": 1e-300},
+                                    {"temperature": 2, "top_p": 0.5, "seed": 2**64 - 1}])
+def test_extreme_sampling_values_are_served(http, params):  # 1e-300 once made inf logits and NaN probabilities
+    assert chat(http, max_tokens=2, **params)["choices"][0]["finish_reason"] in ("stop", "length")
+
+
+def test_engine_never_emits_padded_vocab_ids_and_stops_at_stop_tokens(loaded):
+    model, tokenizer = loaded
+    engine = Engine(model, tokenizer, stop_token_ids(tokenizer))
+    events = []
+    job = Job([1, 2, 3], max_new_tokens=5, sampling=Sampling(), stop=(), emit=events.append)
+    logits = torch.zeros(1, model.config.vocab_size)
+    logits[0, len(tokenizer) + 7] = 100.0  # a padded row (>= 151646) wins: it must not come out
+    logits[0, 9707] = 1.0
+    assert engine._sample([job], logits) == [9707]
+    assert engine._advance(job, 9707) is False and events == [Delta(tokenizer.decode([9707]))]
+    assert engine._advance(job, tokenizer.convert_tokens_to_ids("<|im_end|>")) is True
+    assert events[-1] == Finished("stop", prompt_tokens=3, completion_tokens=2)
+    assert "<|im_end|>" not in "".join(e.text for e in events if isinstance(e, Delta))
 
 
 # ---- the spec's route ----
@@ -255,3 +284,48 @@ def test_greedy_output_is_the_same_alone_or_batched(url):
 
     alone, together = asyncio.run(main())
     assert together == alone
+
+
+# ---- the command ----
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_busy_port_is_a_one_line_user_error():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        run = subprocess.run([sys.executable, "-m", "qwen_sft", "serve", "--port", str(port)],
+                             capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and run.stderr.strip().splitlines()[-1].startswith("qwen-sft serve: error: cannot listen")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig,exit_codes", [(signal.SIGTERM, (0, -signal.SIGTERM)), (signal.SIGINT, (0, 130))],
+                         ids=["SIGTERM", "SIGINT"])
+def test_cli_serves_and_shuts_down_cleanly_on_signal(sig, exit_codes):
+    port = _free_port()
+    cmd = [sys.executable, "-m", "qwen_sft", "serve", "--model", "tiny", "--port", str(port), "--dtype", "fp32",
+           "--max-tokens-limit", "4", "--api-key", KEY]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/health").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        auth = {"Authorization": f"Bearer {KEY}"}
+        assert httpx.post(f"{url}/v1/chat/completions", json={"messages": HELLO}, headers=auth, timeout=60).json()[
+            "usage"]["completion_tokens"] <= 4
+        assert httpx.get(f"{url}/v1/models").status_code == 401
+        proc.send_signal(sig)
+        output, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode in exit_codes, output
+    assert "Application shutdown complete" in output and "Traceback" not in output and KEY not in output

@@ -89,7 +89,8 @@ def build_parser(func, prog: str) -> argparse.ArgumentParser:
     doc = inspect.getdoc(func) or ""
     parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    helps = dict(re.findall(r"^\s{4}(\w+)(?: \(.*?\))?: (.+)$", doc, re.M))
+    helps = {name: " ".join(text.split()) for name, text in  # an entry may continue on indented lines
+             re.findall(r"^ {4}(\w+)(?: \(.*?\))?: (.+?)(?=^ {4}\w|^\S|\Z)", doc, re.M | re.S)}
     hints = typing.get_type_hints(func)
     for pname, param in inspect.signature(func).parameters.items():
         if pname == "overrides":
@@ -105,7 +106,9 @@ def build_parser(func, prog: str) -> argparse.ArgumentParser:
         else:
             flag = f"--{pname.replace('_', '-')}"
             aliases = [flag, f"--{pname}"] if "_" in pname else [flag]
-            parser.add_argument(*aliases, dest=pname, type=kind, default=param.default, help=help_text)
+            required = param.default is inspect.Parameter.empty
+            parser.add_argument(*aliases, dest=pname, type=kind, help=help_text, required=required,
+                                **({} if required else {"default": param.default}))
     return parser
 
 

@@ -8,6 +8,7 @@ inference exactly the prefix it was trained on. Generation stops at <|im_end|> o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -153,15 +154,27 @@ def generate_ids(model, tokenizer, prompts_ids: list[list[int]], sampling: Sampl
     attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts_ids])
     device = next(model.parameters()).device
     limit = min(len(tokenizer), model.get_output_embeddings().weight.shape[0])
-    output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                            generation_config=config, logits_processor=LogitsProcessorList([VocabLimit(limit)]),
-                            streamer=streamer)
+    with attention_kernels(device):
+        output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                                generation_config=config, logits_processor=LogitsProcessorList([VocabLimit(limit)]),
+                                streamer=streamer)
     stops = set(config.eos_token_id)
     results = []
     for row in output[:, width:].tolist():  # finished rows are padded with pad (= <|endoftext|>, a stop id)
         end = next((i for i, token in enumerate(row) if token in stops), None)
         results.append((row, "length") if end is None else (row[:end], "stop"))
     return results
+
+
+def attention_kernels(device: torch.device):
+    """On CUDA, SDPA without the cuDNN backend: cuDNN builds a plan per new shape (~3 s the first time, then
+    ~0.15 s more per 64-token generation of a new batch shape, measured on an H200) and decoding changes the
+    shape every step; the flash / memory-efficient kernels have no such cost."""
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
 def prompt_messages(messages: list[dict]) -> list[dict]:
@@ -172,7 +185,9 @@ def prompt_messages(messages: list[dict]) -> list[dict]:
 def predict_samples(model, tokenizer, samples, chat_template, sampling: Sampling, batch_size: int = 16,
                     progress: bool = True) -> list[tuple[str, str]]:
     """Answers for `data.Sample`s, in input order. Batches are formed from length-sorted prompts so rows of
-    a batch need little padding; sampling results therefore depend on batch_size (greedy ones do not)."""
+    a batch need little padding. Greedy answers do not depend on batch_size in fp32; in bf16 a batched matmul
+    may round differently and flip a near-tie (common in a random-init model, rare in a trained one);
+    sampled answers depend on it."""
     from tqdm.auto import tqdm
 
     if batch_size < 1:
@@ -207,8 +222,7 @@ def predict(*, data: str | None = None, output: str | None = None, model: str | 
     """Generate an answer for every record of a data file; write them as JSONL (input record + prediction).
 
     Args:
-        data: JSON / JSONL file (alpaca, sharegpt or messages); the prompt is each conversation up to its last
-            assistant turn (which may be empty or missing).
+        data: JSON / JSONL data file; the prompt is each conversation up to its last (possibly empty) answer.
         output: JSONL to write: each input record plus `prediction` and `finish_reason` (stop | length).
         model: base model dir, hub id or `tiny` (default: the adapter's base, else tiny).
         adapter: LoRA / DoRA adapter dir written by `qwen-sft train`.
@@ -293,7 +307,7 @@ def chat_loop(model, tokenizer, chat_template, sampling: Sampling, system: str |
             history = []
             print("(history cleared)", file=sys.stderr)
             continue
-        if line.startswith("/system"):
+        if line == "/system" or line.startswith("/system "):
             system, history = line[len("/system"):].strip() or None, []
             print(f"(system prompt: {system or chat_template.default_system!r}; history cleared)", file=sys.stderr)
             continue

@@ -22,7 +22,7 @@ import torch
 
 from qwen_sft.errors import UserError
 from qwen_sft.generate import resolve_base, resolve_template
-from qwen_sft.model import load_model, resolve_dtype, resolve_model_path
+from qwen_sft.model import add_legacy_config_keys, load_model, resolve_dtype, resolve_model_path
 from qwen_sft.template import Template, get_template, stop_token_ids
 
 log = logging.getLogger(__name__)
@@ -84,21 +84,6 @@ def merge_adapter(adapter: str | Path, output: str | Path, model: str | None = N
         os.replace(tmp, output)  # written whole or not at all
         os.makedirs(tmp)  # TemporaryDirectory removes the name it created
     return output
-
-
-def add_legacy_config_keys(config_file: Path) -> None:
-    """Also write `rope_theta` and `torch_dtype`, the keys Qwen's own config.json files carry.
-
-    transformers 5 saves them as `rope_parameters.rope_theta` and `dtype`; an older transformers (as in
-    many vLLM installs) does not read those and would silently use rope_theta 10000 instead of 1e6.
-    """
-    config = json.loads(config_file.read_text(encoding="utf-8"))
-    theta = (config.get("rope_parameters") or {}).get("rope_theta")
-    if theta is not None:
-        config.setdefault("rope_theta", theta)
-    if config.get("dtype"):
-        config.setdefault("torch_dtype", config["dtype"])
-    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def merge_dtype(name: str, base_path: str) -> torch.dtype:

@@ -54,6 +54,7 @@ def init_tiny(output_dir: str | Path, *, seed: int = TINY_SEED) -> Path:
         do_sample=False, max_new_tokens=512)
     with tempfile.TemporaryDirectory(dir=output_dir.parent, prefix=f".{output_dir.name}.tmp") as tmp:
         model.save_pretrained(tmp)
+        add_legacy_config_keys(Path(tmp) / "config.json")
         build_tokenizer().save_pretrained(tmp)
         if output_dir.exists():
             shutil.rmtree(output_dir)
@@ -115,7 +116,7 @@ def resolve_dtype(name: str = "auto", allow_fp16: bool = False, device: str | No
     if name in ("fp16", "float16"):
         if not allow_fp16:
             raise UserError("dtype fp16 refused: Qwen's activations overflow fp16 and the loss goes NaN "
-                            "(see the spec's loss curves); use bf16 or fp32, or set allow_fp16: true to force it")
+                            "(see the spec's loss curves); use bf16 or fp32 (training: allow_fp16: true forces it)")
         return torch.float16
     raise UserError(f"unknown dtype {name!r}; choose one of: auto, bf16, fp32, tf32, fp16")
 
@@ -185,6 +186,21 @@ def check_adapter_base(adapter: Path, model) -> None:
         got = ", ".join(f"{k}={getattr(config, k)}" for k in mismatched)
         raise UserError(f"adapter {adapter} was trained on a different base model "
                         f"({trained_on.get('path')}: {expected}); this model has {got}")
+
+
+def add_legacy_config_keys(config_file: Path) -> None:
+    """Also write `rope_theta` and `torch_dtype`, the keys Qwen's own config.json files carry.
+
+    transformers 5 saves them as `rope_parameters.rope_theta` and `dtype`; an older transformers (as in
+    many vLLM installs) does not read those and would silently use rope_theta 10000 instead of 1e6.
+    """
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    theta = (config.get("rope_parameters") or {}).get("rope_theta")
+    if theta is not None:
+        config.setdefault("rope_theta", theta)
+    if config.get("dtype"):
+        config.setdefault("torch_dtype", config["dtype"])
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def base_model_shape(config) -> dict:

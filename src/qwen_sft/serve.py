@@ -24,7 +24,7 @@ from contextlib import aclosing, asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Iterator, Literal
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -216,7 +216,7 @@ def create_app(model, tokenizer, template: Template | str = "qwen", *, served_mo
     async def start(messages: list[dict], requested: int | None, param: str, sampling: Sampling, stop=()):
         prompt = await asyncio.to_thread(encode_prompt, messages, tokenizer, template)  # long prompts: off the loop
         try:
-            return len(prompt), engine.generate(prompt, budget(len(prompt), requested, param), sampling, stop)
+            return engine.generate(prompt, budget(len(prompt), requested, param), sampling, stop)
         except QueueFull as err:
             raise ApiError(503, str(err), code="server_busy", type="server_error") from None
 
@@ -236,8 +236,7 @@ def create_app(model, tokenizer, template: Template | str = "qwen", *, served_mo
         param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         sampling = Sampling(temperature=body.temperature, top_p=body.top_p, seed=body.seed)
-        n_prompt, events = await start(messages, body.max_completion_tokens or body.max_tokens, param, sampling,
-                                       tuple(stops))
+        events = await start(messages, body.max_completion_tokens or body.max_tokens, param, sampling, tuple(stops))
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": served_model_name}
         if body.stream:
             usage = bool(body.stream_options and body.stream_options.include_usage)
@@ -253,8 +252,7 @@ def create_app(model, tokenizer, template: Template | str = "qwen", *, served_mo
         requested = body.max_new_tokens if "max_new_tokens" in body.model_fields_set else min(128, max_tokens_limit)
         sampling = Sampling(temperature=body.temperature if body.do_sample else 0.0, top_p=body.top_p,
                             top_k=body.top_k)
-        _, events = await start(messages, requested, "max_new_tokens", sampling)
-        text, _ = await _collect(events)
+        text, _ = await _collect(await start(messages, requested, "max_new_tokens", sampling))
         return TextGenerateResponse(response=text)
 
     return app
@@ -465,6 +463,7 @@ def _check_port_free(host: str, port: int) -> None:
         raise UserError(f"--port must be 0..65535, got {port}")
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is not "busy"
             sock.bind((host, port))
     except OSError as err:
         raise UserError(f"cannot listen on {host}:{port} ({err.strerror}); pass another --port or --host") from None

@@ -27,11 +27,12 @@ from typing import AsyncIterator, Callable
 import torch
 
 log = logging.getLogger(__name__)
+MIN_TEMPERATURE = 1e-4  # below this, logits / temperature overflows to inf: decode greedily instead
 
 
 @dataclass(frozen=True)
 class Sampling:
-    temperature: float = 0.0  # 0 = greedy (argmax)
+    temperature: float = 0.0  # 0 (or below MIN_TEMPERATURE) = greedy (argmax)
     top_p: float = 1.0
     top_k: int = 0  # 0 = no top-k cut
     seed: int | None = None  # same seed + same request = same answer (per-request torch.Generator)
@@ -104,13 +105,14 @@ class Engine:
             QueueFull: when `max_queue` jobs are already waiting.
         """
         with self._lock:
-            if self._thread is None:
+            try:
+                self._queue.put_nowait(job)
+            except queue.Full:
+                raise QueueFull(f"{self._queue.maxsize} requests are already waiting; retry later") from None
+            if self._thread is None:  # first use, or restarted after stop() (an app that was shut down and reused)
+                self._stopping.clear()
                 self._thread = threading.Thread(target=self._run, name="qwen-sft-engine", daemon=True)
                 self._thread.start()
-        try:
-            self._queue.put_nowait(job)
-        except queue.Full:
-            raise QueueFull(f"{self._queue.maxsize} requests are already waiting; retry later") from None
 
     def generate(self, prompt_ids: list[int], max_new_tokens: int, sampling: Sampling,
                  stop: tuple[str, ...] = ()) -> AsyncIterator[Event]:
@@ -148,9 +150,11 @@ class Engine:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the worker; waiting and running jobs get `Failed`."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        with self._lock:
+            self._stopping.set()
+            if self._thread is not None:
+                self._thread.join(timeout)
+                self._thread = None
 
     # ---- worker thread ----
     def _run(self) -> None:
@@ -193,7 +197,7 @@ class Engine:
         for job in new:
             if job.cancelled:
                 continue
-            if job.sampling.temperature > 0:
+            if job.sampling.temperature >= MIN_TEMPERATURE:
                 job.generator = torch.Generator(device=self.device)
                 seed = job.sampling.seed if job.sampling.seed is not None else int.from_bytes(os.urandom(8), "little")
                 job.generator.manual_seed(seed & 0xFFFF_FFFF_FFFF_FFFF)
@@ -230,7 +234,7 @@ class Engine:
         tokens = logits.argmax(dim=-1).tolist()
         for i, job in enumerate(jobs):
             s = job.sampling
-            if s.temperature <= 0:
+            if s.temperature < MIN_TEMPERATURE:
                 continue
             row = logits[i] / s.temperature
             if 0 < s.top_k < row.numel():

@@ -33,7 +33,7 @@ from qwen_sft.config import TrainConfig, load_config, to_dict
 from qwen_sft.data import load_samples
 from qwen_sft.errors import UserError
 from qwen_sft.loss import chunked_cross_entropy, count_trained_tokens
-from qwen_sft.model import base_model_shape, load_tokenizer, resolve_dtype, resolve_model_path
+from qwen_sft.model import add_legacy_config_keys, base_model_shape, load_tokenizer, resolve_dtype, resolve_model_path
 from qwen_sft.template import IGNORE_INDEX, encode_example, get_template
 
 log = logging.getLogger(__name__)
@@ -80,6 +80,8 @@ def train(cfg: TrainConfig) -> Path:
     train_set = build_dataset(cfg.data, tokenizer, cfg, "train")
     eval_set = build_dataset(cfg.eval_data, tokenizer, cfg, "eval") if cfg.eval_data else None
     model = load_for_training(model_path, cfg, dtype)
+    if cfg.finetuning == "full" and process.is_main_process:
+        check_free_space(output_dir, 4 * sum(p.numel() for p in model.parameters()), cfg.finetuning)
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     requested = cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * world
@@ -124,6 +126,8 @@ def train(cfg: TrainConfig) -> Path:
     if trainer.is_world_process_zero():
         trainer.save_model(str(output_dir))  # adapter (peft layout) or full model, safetensors
         tokenizer.save_pretrained(str(output_dir))
+        if cfg.finetuning == "full":  # a full model must load in transformers 4.x / vLLM too
+            add_legacy_config_keys(output_dir / "config.json")
         plot_loss(output_dir / "train_log.jsonl", output_dir / "loss.png")
         log.info("saved %s to %s (loss curve: %s)", "adapter" if cfg.finetuning != "full" else "model",
                  output_dir, output_dir / "loss.png")
@@ -359,6 +363,7 @@ def prepare_output_dir(cfg: TrainConfig, output_dir: Path, clean: bool = True) -
         probe.unlink()
     except OSError as err:
         raise UserError(f"output_dir {output_dir}: not writable ({err.strerror})") from None
+    check_free_space(output_dir, model_bytes=None)
     if clean:
         shutil.rmtree(output_dir / STAGING, ignore_errors=True)  # a checkpoint a killed run never finished
     previous = output_dir / "run_config.yaml"
@@ -385,6 +390,20 @@ def prepare_output_dir(cfg: TrainConfig, output_dir: Path, clean: bool = True) -
     if not Path(cfg.resume).is_dir():
         raise UserError(f"resume: {cfg.resume} is not a checkpoint directory (use auto, never or a checkpoint-N dir)")
     return cfg.resume
+
+
+def check_free_space(output_dir: Path, model_bytes: int | None, finetuning: str = "lora") -> None:
+    """Refuse to start where a checkpoint cannot fit: better now than after hours, at the first save.
+
+    Raises:
+        UserError: naming the free and the needed space.
+    """
+    free = shutil.disk_usage(output_dir).free
+    # an adapter checkpoint is a few MB; a full one holds fp32 weights + two Adam moments
+    needed = 64 << 20 if model_bytes is None or finetuning != "full" else 3 * model_bytes
+    if free < needed:
+        raise UserError(f"output_dir {output_dir}: only {free / 2**20:.0f} MiB free, a checkpoint needs about "
+                        f"{needed / 2**20:.0f} MiB; free some space or choose another output_dir")
 
 
 def write_run_files(cfg: TrainConfig, output_dir: Path, model) -> None:

@@ -1,0 +1,406 @@
+"""qwen-sft vs TRL's SFTTrainer: same model, data, LoRA, seed and masking; throughput, memory, loss (not a test).
+
+    python bench/train_vs_trl.py                           # fp32 + bf16, 128 examples, ~15 min on 2 CPU cores
+    python bench/train_vs_trl.py --dtypes fp32 --examples 64
+    python bench/train_vs_trl.py --smoke                   # 8 examples, max length 64: checks it runs (tests)
+
+Every contender runs in its own fresh subprocess (honest peak RSS: ru_maxrss), on the embedded `tiny` model
+(Qwen2 architecture, 151936-row vocabulary), LoRA r=8 alpha=16 dropout 0.05 on all linear layers, batch 4,
+max length 512, 1 epoch, seed 42, every token trained (qwen-sft `loss: all` == TRL's language-modeling default).
+qwen-sft runs through its public API (`load_config` + `train`), exactly what `qwen-sft train` runs; TRL gets the
+same token ids (tokenised once by qwen-sft's template), its defaults except what identical settings need
+(`gradient_checkpointing=False`, `bf16` only in bf16 runs). Throughput = trained tokens (labels != -100 after
+the shift, counted from the actual batches) / the Trainer's own `train_runtime`. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCE = ROOT / "data" / "advertise_gen" / "train.jsonl"
+DEFAULT_TABLE = ROOT / "bench" / "train_vs_trl_table.md"
+SEED = 42
+# name -> (trainer, mode); every one is run at each requested dtype
+CONTENDERS = {
+    "qwen-sft padded": ("qwen_sft", "padded"),
+    "qwen-sft packed": ("qwen_sft", "packed"),
+    "TRL padded": ("trl", "padded"),
+    "TRL padding-free": ("trl", "padding_free"),
+    "TRL padded std-loss": ("trl", "standard_loss"),
+}
+COLUMNS = ["contender", "dtype", "steps", "trained tok", "pad %", "tokens/s", "train s", "wall s", "peak RSS MB",
+           "final loss", "MFU out-layer peak", "vs TRL best tok/s", "vs TRL leanest RSS"]
+
+
+# ------------------------------------------------------------------------------------------------ data
+def make_dataset(path: Path, n: int, seed: int = 0, min_chars: int = 60, max_chars: int = 300) -> Path:
+    """AdvertiseGen-like alpaca records whose answers are 60-300 characters long (uniform), deterministic.
+
+    Answers are the sample set's own ad texts, extended with sentences of other ads (or cut at a sentence end)
+    to a random target length, so prompts and answers look like the real corpus but vary in length.
+    """
+    records = [json.loads(line) for line in SOURCE.read_text(encoding="utf-8").splitlines() if line.strip()]
+    sentences = [s + "。" for r in records for s in r["output"].split("。") if len(s) > 4]
+    rng = random.Random(seed)
+    lines = []
+    for i in range(n):
+        record = dict(records[i % len(records)])
+        target = rng.randint(min_chars, max_chars)
+        text = record["output"]
+        while len(text) < target:
+            text += rng.choice(sentences)
+        cut = text.rfind("。", 0, target + 1)
+        text = text[:cut + 1] if cut + 1 >= min_chars else text[:target]
+        lines.append(json.dumps({**record, "output": text}, ensure_ascii=False))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def tokenized(data: Path, max_length: int) -> list[list[int]]:
+    """Token ids exactly as qwen-sft builds them (template `qwen`, loss `all`, truncated to max_length)."""
+    from qwen_sft.data import load_samples
+    from qwen_sft.model import load_tokenizer, resolve_model_path
+    from qwen_sft.template import encode_example, get_template
+
+    tokenizer, template = load_tokenizer(resolve_model_path("tiny")), get_template("qwen")
+    return [encode_example(s.messages, tokenizer, template, loss="all", max_length=max_length).input_ids
+            for s in load_samples(str(data))]
+
+
+# ------------------------------------------------------------------------------------------------ FLOPs
+def flops_per_token(config, lora_r: int, targets: list[str]) -> dict:
+    """Model FLOPs per token by layer group (see bench/README.md for the formula).
+
+    A frozen weight (in x out) costs forward 2*in*out + input-gradient 2*in*out = 4*in*out per token; a trained
+    one (the LoRA A and B matrices) also its weight gradient: 6*in*out. Attention scores are per sequence
+    (`attention_flops`). The output layer counts per trained token, the body per non-pad token.
+    """
+    h, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
+    head_dim = h // config.num_attention_heads
+    kv = config.num_key_value_heads * head_dim
+    shapes = {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
+              "gate_proj": (h, inter), "up_proj": (h, inter), "down_proj": (inter, h)}
+    attention = sum(4 * i * o for name, (i, o) in shapes.items() if name.endswith(("q_proj", "k_proj", "v_proj", "o_proj")))
+    mlp = sum(4 * i * o for name, (i, o) in shapes.items() if name in ("gate_proj", "up_proj", "down_proj"))
+    lora = sum(6 * lora_r * (i + o) for name, (i, o) in shapes.items() if name in targets)
+    return {"attention_proj": layers * attention, "mlp": layers * mlp, "lora": layers * lora,
+            "output_layer": 4 * config.vocab_size * h}
+
+
+def attention_flops(config, seq_lengths: list[int]) -> int:
+    """Causal QK^T and PV: forward 2*2*d*L(L+1)/2 per layer and sequence, backward twice that (both inputs)."""
+    d = config.num_attention_heads * (config.hidden_size // config.num_attention_heads)
+    return 3 * config.num_hidden_layers * sum(2 * d * n * (n + 1) for n in seq_lengths)
+
+
+# ------------------------------------------------------------------------------------------------ matmul peak
+def matmul_peak(dtype_name: str, rows: int = 1024, hidden: int = 256, vocab: int = 151936, repeats: int = 5) -> dict:
+    """Best-of-`repeats` GFLOP/s of the output layer's two matmuls (logits = h @ W.T, grad_h = g @ W) at the
+    given shape, each in its fastest layout, and of a square 2048^3 product."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(vocab, hidden, generator=gen).to(dtype)
+    wt = w.t().contiguous()
+    h = torch.randn(rows, hidden, generator=gen).to(dtype)
+    g = torch.randn(rows, vocab, generator=gen).to(dtype)
+    logits, grad_h = torch.empty(rows, vocab, dtype=dtype), torch.empty(rows, hidden, dtype=dtype)
+    a, b = torch.randn(2048, 2048, generator=gen).to(dtype), torch.randn(2048, 2048, generator=gen).to(dtype)
+
+    def best(fn, flops):
+        fn()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        return flops / min(times) / 1e9
+
+    out_flops = 2 * rows * hidden * vocab
+    forward = max(best(lambda: torch.mm(h, w.t(), out=logits), out_flops),
+                  best(lambda: torch.mm(h, wt, out=logits), out_flops))
+    backward = max(best(lambda: torch.mm(g, w, out=grad_h), out_flops),
+                   best(lambda: torch.mm(g, wt.t(), out=grad_h), out_flops))
+    both = 2 / (1 / forward + 1 / backward)  # one forward + one input-gradient product, as training does
+    return {"forward": forward, "input_grad": backward, "output_layer": both,
+            "square_2048": best(lambda: torch.mm(a, b), 2 * 2048 ** 3)}
+
+
+# ------------------------------------------------------------------------------------------------ workers
+def instrument(spec: dict) -> dict:
+    """Patch Trainer.training_step to count what every micro-batch holds (positions, trained, non-pad tokens)
+    and, with spec["profile"] = [warmup, steps], to profile `steps` whole iterations after `warmup` ones."""
+    from transformers import Trainer
+
+    stats = {"positions": 0, "trained": 0, "non_pad": 0, "rows": 0, "steps": 0}
+    original = Trainer.training_step
+    warmup, steps = spec.get("profile") or (None, None)
+    profiler = {}
+
+    def training_step(self, model, inputs, *args, **kwargs):
+        if warmup is not None and stats["steps"] == warmup:
+            import torch.profiler
+
+            profiler["p"] = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True)
+            profiler["p"].start()
+            profiler["t"] = time.perf_counter()
+        elif warmup is not None and stats["steps"] == warmup + steps:
+            profiler["p"].stop()
+            stats["profile"] = categorize(profiler["p"].events(), self.model.config if not hasattr(
+                self.model, "get_base_model") else self.model.get_base_model().config)
+            stats["profile"]["wall"] = time.perf_counter() - profiler["t"]
+            stats["profile_steps"] = steps
+        labels = inputs["labels"]
+        stats["positions"] += labels.numel()
+        stats["trained"] += int((labels[:, 1:] != -100).sum())
+        mask = inputs.get("attention_mask")
+        stats["non_pad"] += int(mask.sum()) if mask is not None else labels.numel()
+        stats["rows"] += labels.shape[0]
+        stats["steps"] += 1
+        return original(self, model, inputs, *args, **kwargs)
+
+    Trainer.training_step = training_step
+    return stats
+
+
+CATEGORIES = ["output layer", "attention", "MLP", "LoRA", "other ops", "optimizer", "data", "python/framework"]
+
+
+def categorize(events, config, lora_r: int = 8) -> dict:
+    """Self CPU seconds of the profiled ops, by where they belong (shape-based; see bench/README.md)."""
+    vocab, inter = config.vocab_size, config.intermediate_size
+    totals = dict.fromkeys(CATEGORIES, 0.0)
+    for ev in events:
+        if ev.self_cpu_time_total <= 0:
+            continue
+        parents, node = [], ev
+        while node is not None:
+            parents.append(node.name)
+            node = node.cpu_parent
+        shapes = [s for s in (ev.input_shapes or []) if s]
+        dims = {d for s in shapes for d in s}
+        name = ev.name
+        if any(p.startswith("Optimizer.") for p in parents):
+            cat = "optimizer"
+        elif any(p.startswith("enumerate(DataLoader)") for p in parents):
+            cat = "data"
+        elif "embedding" in name:
+            cat = "other ops"
+        elif vocab in dims or any("LinearCrossEntropy" in p or "ChunkedLogProb" in p for p in parents):
+            cat = "output layer"
+        elif "attention" in name or any(len(s) == 4 and s[-1] == s[-2] and s[-1] > 1 for s in shapes):
+            cat = "attention"
+        elif "dropout" in name or "bernoulli" in name or (lora_r in dims and name in MATMULS):
+            cat = "LoRA"
+        elif inter in dims:
+            cat = "MLP"
+        elif name in MATMULS:
+            cat = "attention"  # the remaining H x H products: q/k/v/o projections
+        else:
+            cat = "other ops"
+        totals[cat] += ev.self_cpu_time_total / 1e6
+    return totals
+
+
+MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear", "aten::baddbmm"}
+
+
+def run_qwen_sft(spec: dict, out: Path) -> dict:
+    from qwen_sft.config import load_config
+    from qwen_sft.train import train
+
+    overrides = {"model": "tiny", "data": spec["data"], "output_dir": str(out), "overwrite": True, "resume": "never",
+                 "dtype": spec["dtype"], "max_length": spec["max_length"], "packing": spec["mode"] == "packed",
+                 "per_device_train_batch_size": spec["batch_size"], "num_train_epochs": 1, "seed": SEED,
+                 "logging_steps": 10, "save_steps": 10 ** 6, "lora.r": 8, "lora.alpha": 16, "loss": "all",
+                 **spec.get("extra", {})}
+    train(load_config(None, overrides))
+    records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
+    return {"losses": [r["loss"] for r in records if "loss" in r],
+            "train_runtime": next(r["train_runtime"] for r in records if "train_runtime" in r)}
+
+
+def run_trl(spec: dict, out: Path) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import Trainer
+    from trl import SFTConfig, SFTTrainer
+
+    from qwen_sft.config import LORA_TARGETS_ALL
+    from qwen_sft.model import load_tokenizer, resolve_model_path
+
+    mode, bf16 = spec["mode"], spec["dtype"] == "bf16"
+    model_path = resolve_model_path("tiny")
+    dataset = Dataset.from_list([{"input_ids": ids} for ids in spec["token_ids"]])
+    args = SFTConfig(
+        output_dir=str(out), use_cpu=True, per_device_train_batch_size=spec["batch_size"], num_train_epochs=1,
+        learning_rate=2e-4, lr_scheduler_type="cosine", warmup_steps=0.03, weight_decay=0.0, max_grad_norm=1.0,
+        logging_steps=10, logging_first_step=True, save_strategy="no", report_to="none", seed=SEED, data_seed=SEED,
+        gradient_checkpointing=False,  # TRL's default is True; qwen-sft's is False: identical settings
+        bf16=bf16,  # TRL's default is bf16 autocast; the fp32 runs are plain fp32 on both sides
+        max_length=None if mode == "padding_free" else spec["max_length"],  # ids are already cut to max_length
+        padding_free=mode == "padding_free", dataloader_pin_memory=False,
+        model_init_kwargs={"dtype": torch.bfloat16 if bf16 else torch.float32},
+    )
+    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=list(LORA_TARGETS_ALL), task_type="CAUSAL_LM")
+    trainer_class = SFTTrainer
+    if mode == "standard_loss":
+        class StandardLossSFTTrainer(SFTTrainer):  # transformers' own loss over full logits
+            compute_loss = Trainer.compute_loss
+        trainer_class = StandardLossSFTTrainer
+    trainer = trainer_class(model=model_path, args=args, train_dataset=dataset, peft_config=lora,
+                            processing_class=load_tokenizer(model_path))
+    result = trainer.train()
+    return {"losses": [r["loss"] for r in trainer.state.log_history if "loss" in r],
+            "train_runtime": result.metrics["train_runtime"]}
+
+
+def worker(spec_path: str) -> None:
+    """One contender in this (fresh) process; writes its measurements as JSON next to the spec."""
+    start = time.perf_counter()
+    spec = json.loads(Path(spec_path).read_text())
+    stats = instrument(spec)
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        run = run_qwen_sft if spec["trainer"] == "qwen_sft" else run_trl
+        result = run(spec, Path(tmp) / "out")
+    result.update(stats, wall=time.perf_counter() - start,
+                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    Path(spec["result"]).write_text(json.dumps(result))
+
+
+def run_contender(name: str, dtype: str, common: dict, workdir: Path, timeout: float) -> dict:
+    trainer, mode = CONTENDERS[name]
+    spec = {**common, "trainer": trainer, "mode": mode, "dtype": dtype,
+            "result": str(workdir / f"{trainer}-{mode}-{dtype}.json")}
+    spec_path = workdir / f"{trainer}-{mode}-{dtype}.spec.json"
+    spec_path.write_text(json.dumps(spec))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "QWEN_SFT_CACHE": os.environ.get("QWEN_SFT_CACHE", str(ROOT / ".cache")),
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    print(f"  {name} ({dtype}) ...", end=" ", flush=True)
+    proc = subprocess.run([sys.executable, __file__, "--worker", str(spec_path)], env=env, timeout=timeout,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        print("FAILED")
+        raise SystemExit(f"{name} ({dtype}) failed:\n{proc.stderr[-3000:]}")
+    result = json.loads(Path(spec["result"]).read_text())
+    print(f"{result['trained'] / result['train_runtime']:.0f} trained tokens/s, {result['peak_rss_mb']:.0f} MB")
+    return {"name": name, "dtype": dtype, **result}
+
+
+# ------------------------------------------------------------------------------------------------ table
+def table(rows: list[dict], peaks: dict, flops: dict, attn_flops: int) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        same = [r for r in rows if r["dtype"] == row["dtype"] and r["name"].startswith("TRL")]
+        best = max((r["tokens_s"] for r in same), default=None)
+        leanest = min((r["peak_rss_mb"] for r in same), default=None)
+        useful = (row["non_pad"] * (flops["attention_proj"] + flops["mlp"] + flops["lora"])
+                  + row["trained"] * flops["output_layer"] + attn_flops)
+        mfu = useful / row["train_runtime"] / 1e9 / peaks[row["dtype"]]["output_layer"]
+        cells = [row["name"], row["dtype"], row["steps"], row["trained"],
+                 f"{100 * (1 - row['non_pad'] / row['positions']):.0f}", f"{row['tokens_s']:.0f}",
+                 f"{row['train_runtime']:.1f}", f"{row['wall']:.1f}", f"{row['peak_rss_mb']:.0f}",
+                 f"{row['losses'][-1]:.4f}", f"{100 * mfu:.0f}%",
+                 f"{row['tokens_s'] / best:.2f}x" if best else "-",
+                 f"{row['peak_rss_mb'] / leanest:.2f}x" if leanest else "-"]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
+def profile_table(rows: list[dict]) -> str:
+    """Where each contender's time goes: ms per optimizer step and share, by category."""
+    lines = ["| contender | dtype | ms/step | " + " | ".join(CATEGORIES) + " |", "|" + "---|" * (len(CATEGORIES) + 3)]
+    for row in rows:
+        prof = row.get("profile")
+        if not prof:
+            continue
+        wall = prof["wall"]
+        shares = {c: prof.get(c, 0.0) for c in CATEGORIES}
+        shares["python/framework"] = max(wall - sum(v for c, v in shares.items() if c != "python/framework"), 0.0)
+        cells = [f"{1000 * v / row['profile_steps']:.0f} ({100 * v / wall:.0f}%)" for v in shares.values()]
+        lines.append(f"| {row['name']} | {row['dtype']} | {1000 * wall / row['profile_steps']:.0f} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--examples", type=int, default=128)
+    parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32, bf16")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated names from: "
+                        + ", ".join(CONTENDERS))
+    parser.add_argument("--table", type=Path, default=DEFAULT_TABLE, help="markdown table written here")
+    parser.add_argument("--timeout", type=float, default=900, help="seconds per contender")
+    parser.add_argument("--smoke", action="store_true", help="8 examples, max length 64 (a quick does-it-run check)")
+    parser.add_argument("--profile", metavar="WARMUP,STEPS", help="also profile STEPS iterations after WARMUP "
+                        "ones (slows those steps: use for the breakdown, not for the throughput table)")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args.worker)
+    if args.smoke:
+        args.examples, args.max_length = 8, 64
+    os.environ.setdefault("QWEN_SFT_CACHE", str(ROOT / ".cache"))
+    sys.path.insert(0, str(ROOT / "src"))
+    import torch
+    from transformers import AutoConfig
+
+    from qwen_sft.config import LORA_TARGETS_ALL
+    from qwen_sft.model import resolve_model_path
+
+    names = [n.strip() for n in args.contenders.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CONTENDERS]
+    if unknown:
+        parser.error(f"unknown contenders {unknown}; choose from {list(CONTENDERS)}")
+    dtypes = [d.strip() for d in args.dtypes.split(",") if d.strip()]
+    config = AutoConfig.from_pretrained(resolve_model_path("tiny"))  # builds `tiny` once, before any worker
+    with tempfile.TemporaryDirectory(prefix="train-vs-trl-") as tmp:
+        workdir = Path(tmp)
+        data = make_dataset(workdir / "advertise_gen_varied.jsonl", args.examples)
+        token_ids = tokenized(data, args.max_length)
+        lengths = [len(ids) for ids in token_ids]
+        print(f"{len(lengths)} examples, {sum(lengths)} tokens (min {min(lengths)}, mean {sum(lengths) / len(lengths):.0f},"
+              f" max {max(lengths)}); {torch.get_num_threads()} threads; load {os.getloadavg()[0]:.2f}")
+        common = {"data": str(data), "token_ids": token_ids, "max_length": args.max_length,
+                  "batch_size": args.batch_size,
+                  "profile": [int(x) for x in args.profile.split(",")] if args.profile else None}
+        peaks, rows = {}, []
+        for dtype in dtypes:
+            peaks[dtype] = matmul_peak(dtype, rows=256 if args.smoke else 1024)
+            print(f"{dtype} matmul peak, GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in peaks[dtype].items()))
+            for name in names:
+                row = run_contender(name, dtype, common, workdir, args.timeout)
+                row["tokens_s"] = row["trained"] / row["train_runtime"]
+                rows.append(row)
+    flops = flops_per_token(config, 8, LORA_TARGETS_ALL)
+    text = table(rows, peaks, flops, attention_flops(config, lengths))
+    per_token = sum(flops.values())
+    header = (f"{len(lengths)} examples ({sum(lengths)} tokens), batch {args.batch_size}, max length {args.max_length}, "
+              f"{torch.get_num_threads()} threads, torch {torch.__version__}. Model FLOPs per token: "
+              f"{per_token / 1e6:.1f} M ({100 * flops['output_layer'] / per_token:.0f}% output layer). Matmul peak "
+              "(GFLOP/s, output-layer shape fwd+input-grad / square 2048): "
+              + ", ".join(f"{d} {p['output_layer']:.0f} / {p['square_2048']:.0f}" for d, p in peaks.items()))
+    if args.profile:
+        text += "\n\nWhere the time goes (self CPU time of the profiled ops, ms per optimizer step):\n\n" + profile_table(rows)
+    print("\n" + header + "\n\n" + text)
+    args.table.parent.mkdir(parents=True, exist_ok=True)
+    args.table.write_text(header + "\n\n" + text + "\n", encoding="utf-8")
+    print(f"\ntable written to {args.table}")
+
+
+if __name__ == "__main__":
+    main()
