@@ -7,11 +7,11 @@ TORCH   ?= torch==2.13.0   # CPU wheel; GPU users: make setup TORCH="torch --ind
 
 .PHONY: setup demo test clean
 
-$(BIN)/qwen-sft: pyproject.toml
+$(BIN)/qwen-sft: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
 setup: $(BIN)/qwen-sft

@@ -147,3 +147,20 @@ def test_chat_through_a_pipe(tmp_path):
     answers = [line for line in done.stdout.splitlines() if line.startswith("assistant: ")]
     assert len(answers) == 2, done.stdout  # one per user turn; commands answer on stderr
     assert "system prompt: 'Be brief'" in done.stderr and "history cleared" in done.stderr
+
+
+def test_a_model_trained_to_stop_stops(tmp_path):
+    """LoRA-train `tiny` on ping → pong (loss on the answer + <|im_end|> only), then generate greedily."""
+    from qwen_sft.config import load_config
+    from qwen_sft.train import train
+
+    data = tmp_path / "ping.jsonl"
+    data.write_text(json.dumps({"instruction": "ping", "output": "pong"}) + "\n", encoding="utf-8")
+    adapter = train(load_config(None, dict(
+        model="tiny", data=str(data), output_dir=str(tmp_path / "out"), loss="last", learning_rate=1e-2,
+        max_steps=30, per_device_train_batch_size=1, lr_scheduler_type="constant", warmup_ratio=0.0,
+        logging_steps=10, save_steps=1000, dtype="fp32", seed=0, **{"lora.dropout": 0.0})))
+    model, tokenizer, chat_template = load_for_inference(None, str(adapter), None, "fp32")
+    prompt = encode_prompt([{"role": "user", "content": "ping"}], tokenizer, chat_template)
+    assert generate_batch(model, tokenizer, [prompt], Sampling(max_new_tokens=8)) == [("pong", "stop")]
+    assert generate_batch(model, tokenizer, [prompt], Sampling(max_new_tokens=1))[0][1] == "length"

@@ -243,6 +243,7 @@ class Engine:
                 sorted_logits, order = row.sort(descending=True)
                 cumulative = sorted_logits.softmax(-1).cumsum(-1)
                 drop = cumulative - sorted_logits.softmax(-1) >= s.top_p  # the token crossing top_p stays
+                drop[0] = False  # and the top token always: rounding in cumsum can exceed a tiny top_p
                 row = row.scatter(0, order[drop], float("-inf"))
             tokens[i] = int(torch.multinomial(row.softmax(-1), 1, generator=job.generator))
         return tokens
