@@ -3,8 +3,8 @@
     QWEN_SFT_CACHE=.cache .venv/bin/python bench/serve_load.py [--clients 32] [--max-tokens 32] [--dtype auto]
 
 Runs a live uvicorn server on 127.0.0.1 (random port) with the embedded `tiny` model, sends the same greedy
-requests both ways and prints generated tokens/s for each and their ratio (the batching speed-up). Both runs
-share the process and the machine, so a busy machine slows both; compare the ratio, not absolute figures.
+requests both ways, alternating, and prints generated tokens/s for each and their ratio (the batching
+speed-up) per round, then the median. Both sides share the machine, so compare ratios, not absolute figures.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import json
 import time
 
 import httpx
+import torch
 
 from qwen_sft.model import load_model
 from qwen_sft.serve import create_app, running
@@ -22,8 +23,9 @@ from qwen_sft.serve import create_app, running
 
 def requests_for(clients: int, max_tokens: int) -> list[dict]:
     topics = ["a dragon", "the sea", "类型#裙*版型#宽松", "1+1=", "why the sky is blue", "a robot", "tea", "rain"]
-    return [{"messages": [{"role": "user", "content": f"Request {i}: tell me about {topics[i % len(topics)]}. " * (1 + i % 4)}],
-             "max_tokens": max_tokens, "temperature": 0} for i in range(clients)]
+    questions = [f"Request {i}: tell me about {topics[i % len(topics)]}. " * (1 + i % 4) for i in range(clients)]
+    return [{"messages": [{"role": "user", "content": q}], "max_tokens": max_tokens, "temperature": 0}
+            for q in questions]
 
 
 async def send(http: httpx.AsyncClient, body: dict) -> int:
@@ -51,29 +53,34 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--dtype", default="auto", help="auto (bf16 where the CPU supports it) | bf16 | fp32")
+    parser.add_argument("--rounds", type=int, default=3, help="sequential + concurrent pairs; the median is reported")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0 = torch's default); on a shared machine 1 avoids OpenMP threads "
+                             "waiting on a descheduled peer, which swings timings ~10x")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     model, tokenizer = load_model("tiny", dtype=args.dtype)
     app = create_app(model, tokenizer, "qwen", served_model_name="tiny", max_batch=args.clients,
                      max_tokens_limit=args.max_tokens)
     bodies = requests_for(args.clients, args.max_tokens)
+    rounds = []
     with running(app) as url:
-        asyncio.run(one_after_another(url, bodies[:2]))  # warm-up: first-call allocations, thread start
-        steps = app.state.engine.steps
-        seq_tokens, seq_s = asyncio.run(one_after_another(url, bodies))
-        seq_steps, steps = app.state.engine.steps - steps, app.state.engine.steps
-        par_tokens, par_s = asyncio.run(all_at_once(url, bodies))
-        par_steps = app.state.engine.steps - steps
+        asyncio.run(all_at_once(url, bodies))  # warm-up: first-call allocations, kernels for each shape
+        for _ in range(args.rounds):  # alternate, so a burst of load from elsewhere hits both sides alike
+            seq_tokens, seq_s = asyncio.run(one_after_another(url, bodies))
+            par_tokens, par_s = asyncio.run(all_at_once(url, bodies))
+            rounds.append({"sequential_tokens_per_s": round(seq_tokens / seq_s, 1),
+                           "concurrent_tokens_per_s": round(par_tokens / par_s, 1),
+                           "tokens": [seq_tokens, par_tokens], "seconds": [round(seq_s, 2), round(par_s, 2)],
+                           "speedup": round((par_tokens / par_s) / (seq_tokens / seq_s), 2)})
+            print(json.dumps(rounds[-1]), flush=True)
     app.state.engine.stop()
-    result = {
-        "clients": args.clients, "max_tokens": args.max_tokens, "dtype": str(model.dtype),
-        "sequential": {"tokens": seq_tokens, "seconds": round(seq_s, 2), "tokens_per_s": round(seq_tokens / seq_s, 1),
-                       "decode_steps": seq_steps},
-        "concurrent": {"tokens": par_tokens, "seconds": round(par_s, 2), "tokens_per_s": round(par_tokens / par_s, 1),
-                       "decode_steps": par_steps},
-        "speedup": round((par_tokens / par_s) / (seq_tokens / seq_s), 2),
-    }
-    print(json.dumps(result, indent=2))
+    speedups = sorted(r["speedup"] for r in rounds)
+    print(json.dumps({"clients": args.clients, "max_tokens": args.max_tokens, "dtype": str(model.dtype),
+                      "threads": torch.get_num_threads(),
+                      "rounds": len(rounds), "median_speedup": speedups[len(speedups) // 2]}))
 
 
 if __name__ == "__main__":

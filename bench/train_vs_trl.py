@@ -39,7 +39,7 @@ CONTENDERS = {
     "TRL padded std-loss": ("trl", "standard_loss"),
 }
 COLUMNS = ["contender", "dtype", "steps", "trained tok", "pad %", "tokens/s", "train s", "wall s", "peak RSS MB",
-           "final loss", "MFU out-layer peak", "vs TRL best tok/s", "vs TRL leanest RSS"]
+           "final loss", "MFU", "vs TRL best tok/s", "vs TRL leanest RSS", "other load"]
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -290,14 +290,35 @@ def run_contender(name: str, dtype: str, common: dict, workdir: Path, timeout: f
            "QWEN_SFT_CACHE": os.environ.get("QWEN_SFT_CACHE", str(ROOT / ".cache")),
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     print(f"  {name} ({dtype}) ...", end=" ", flush=True)
+    busy_before, children_before = cpu_busy_seconds(), children_cpu_seconds()
+    start = time.perf_counter()
     proc = subprocess.run([sys.executable, __file__, "--worker", str(spec_path)], env=env, timeout=timeout,
                           capture_output=True, text=True)
     if proc.returncode != 0:
         print("FAILED")
         raise SystemExit(f"{name} ({dtype}) failed:\n{proc.stderr[-3000:]}")
+    elapsed = time.perf_counter() - start
+    # CPU time other processes used meanwhile, in cores: > ~0.2 means the numbers are contended
+    other = (cpu_busy_seconds() - busy_before) - (children_cpu_seconds() - children_before)
     result = json.loads(Path(spec["result"]).read_text())
+    result["other_load"] = max(other, 0.0) / elapsed
     print(f"{result['trained'] / result['train_runtime']:.0f} trained tokens/s, {result['peak_rss_mb']:.0f} MB")
     return {"name": name, "dtype": dtype, **result}
+
+
+def cpu_busy_seconds() -> float:
+    """CPU seconds all processes have spent busy since boot (/proc/stat; 0 where it does not exist)."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except OSError:
+        return 0.0
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 # ------------------------------------------------------------------------------------------------ table
@@ -315,7 +336,7 @@ def table(rows: list[dict], peaks: dict, flops: dict, attn_flops: int) -> str:
                  f"{row['train_runtime']:.1f}", f"{row['wall']:.1f}", f"{row['peak_rss_mb']:.0f}",
                  f"{row['losses'][-1]:.4f}", f"{100 * mfu:.0f}%",
                  f"{row['tokens_s'] / best:.2f}x" if best else "-",
-                 f"{row['peak_rss_mb'] / leanest:.2f}x" if leanest else "-"]
+                 f"{row['peak_rss_mb'] / leanest:.2f}x" if leanest else "-", f"{row['other_load']:.2f}"]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines)
 

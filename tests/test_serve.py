@@ -4,6 +4,7 @@ decoding is exactly reproducible; max_tokens stays small so the file runs in abo
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import socket
@@ -75,7 +76,8 @@ def test_openai_client_sync_and_stream_agree(url):
     assert choice.message.role == "assistant" and isinstance(choice.message.content, str)
     assert choice.finish_reason in ("stop", "length")
     assert done.usage.total_tokens == done.usage.prompt_tokens + done.usage.completion_tokens
-    assert done.usage.completion_tokens == 10 if choice.finish_reason == "length" else done.usage.completion_tokens <= 10
+    if choice.finish_reason == "length":
+        assert done.usage.completion_tokens == 10
 
     stream = client.chat.completions.create(model="tiny", messages=HELLO, temperature=0, max_tokens=10, stream=True,
                                             stream_options={"include_usage": True})
@@ -210,14 +212,26 @@ def test_unknown_route_and_method_are_json_errors(http):
     assert http.get("/../../etc/passwd").status_code == 404
 
 
+def test_app_serves_again_after_a_shutdown(loaded):
+    from fastapi.testclient import TestClient
+
+    app = make_app(loaded)
+    for _ in range(2):  # each `with` runs the lifespan: startup, then shutdown (which stops the engine)
+        with TestClient(app) as client:
+            assert client.post("/v1/chat/completions", json={"messages": HELLO, "max_tokens": 2}).status_code == 200
+    assert app.state.engine._thread is None
+
+
 # ---- auth ----
 def test_api_key(loaded, caplog):
     import openai
 
+    caplog.set_level(logging.DEBUG)  # every record, uvicorn's access log included
     app = make_app(loaded, api_key=KEY)
     with running(app) as url, httpx.Client(base_url=url) as http:
         assert http.get("/health").status_code == 200  # no key needed
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"Authorization": f"Basic {KEY}"}):
+        wrong = ({}, {"Authorization": "Bearer wrong"}, {"Authorization": KEY}, {"Authorization": f"Basic {KEY}"})
+        for headers in wrong:
             r = http.post("/v1/chat/completions", json={"messages": HELLO}, headers=headers)
             assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
         assert http.post("/v1/chat/completions", content="{bad", headers={}).status_code == 401  # auth comes first
@@ -300,7 +314,8 @@ def test_busy_port_is_a_one_line_user_error():
         port = busy.getsockname()[1]
         run = subprocess.run([sys.executable, "-m", "qwen_sft", "serve", "--port", str(port)],
                              capture_output=True, text=True, timeout=120)
-    assert run.returncode == 2 and run.stderr.strip().splitlines()[-1].startswith("qwen-sft serve: error: cannot listen")
+    last_line = run.stderr.strip().splitlines()[-1]
+    assert run.returncode == 2 and last_line.startswith("qwen-sft serve: error: cannot listen"), run.stderr
 
 
 @pytest.mark.slow

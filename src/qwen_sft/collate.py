@@ -106,17 +106,45 @@ def pack_examples(examples: list[dict], max_length: int) -> list[list[dict]]:
 
 
 class PackedCollator:
-    """Concatenates examples into one (1, total) row with per-example position_ids and no padding.
+    """Packs examples into rows with per-example position_ids: no padding between examples.
 
     Accepts what a DataLoader hands over when the dataset items are bins from `pack_examples`
     (a list of bins), or a flat list of examples.
-    Returns input_ids, position_ids and labels, each (1, total), with every example's first label -100.
+    Returns input_ids, position_ids and labels, each (rows, T), with every example's first label -100.
     Run the model with use_cache=False on it (see the module docstring), or the packing is ignored.
+
+    Args:
+        per_bin: one row per bin (right-padded to the longest bin with `pad_id`; the padding is a
+            sequence of its own, with labels -100) instead of one row holding everything. The
+            sdpa/eager attention of a packed row costs (row length)^2 whatever the mask, so k bins in
+            one row cost k times the attention of k rows; flash-attention's varlen path needs one row.
+        pad_id: token id for the padding of per_bin rows (never attended to by a real token).
     """
+
+    def __init__(self, per_bin: bool = False, pad_id: int = 0):
+        self.per_bin = per_bin
+        self.pad_id = pad_id
 
     def __call__(self, batch: list[dict] | list[list[dict]]) -> dict[str, torch.Tensor]:
         """Raises: ValueError if an example's input_ids and labels differ in length, or batch is empty."""
-        examples = [e for item in batch for e in (item if isinstance(item, list) else [item])]
+        if self.per_bin and all(isinstance(item, list) for item in batch):
+            rows = [self._row(item) for item in batch]
+        else:
+            rows = [self._row([e for item in batch for e in (item if isinstance(item, list) else [item])])]
+        rows = [r for r in rows if r[0]]
+        if not rows:
+            raise ValueError("PackedCollator got no tokens to pack")
+        width = max(len(ids) for ids, _, _ in rows)
+        out = {"input_ids": [], "position_ids": [], "labels": []}
+        for ids, labels, positions in rows:
+            pad = width - len(ids)
+            out["input_ids"].append(ids + [self.pad_id] * pad)
+            out["labels"].append(labels + [IGNORE_INDEX] * pad)
+            out["position_ids"].append(positions + list(range(pad)))  # the padding: one more sequence
+        return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
+
+    @staticmethod
+    def _row(examples: list[dict]) -> tuple[list[int], list[int], list[int]]:
         input_ids, labels, position_ids = [], [], []
         for i, e in enumerate(examples):
             n = _check(e, i)
@@ -125,10 +153,4 @@ class PackedCollator:
             input_ids += e["input_ids"]
             labels += [IGNORE_INDEX] + list(e["labels"][1:])  # never predict across the boundary
             position_ids += range(n)
-        if not input_ids:
-            raise ValueError("PackedCollator got no tokens to pack")
-        return {
-            "input_ids": torch.tensor([input_ids], dtype=torch.long),
-            "position_ids": torch.tensor([position_ids], dtype=torch.long),
-            "labels": torch.tensor([labels], dtype=torch.long),
-        }
+        return input_ids, labels, position_ids

@@ -199,8 +199,9 @@ def create_app(model, tokenizer, template: Template | str = "qwen", *, served_mo
     app.add_middleware(Guard, api_key=api_key, max_body_bytes=max_body_bytes)
     _add_error_handlers(app)
 
-    def budget(prompt_len: int, requested: int | None, param: str) -> int:
-        """Tokens this request may generate. Raises ApiError naming the limit it breaks."""
+    def budget(prompt_len: int, requested: int | None, param: str, default: int = max_tokens_limit) -> int:
+        """Tokens this request may generate (unset: `default`, within the context). Raises ApiError naming the
+        limit it breaks."""
         if requested is not None and requested > max_tokens_limit:
             raise ApiError(400, f"{param}={requested} is above this server's limit of {max_tokens_limit}",
                            param, "max_tokens_exceeded")
@@ -211,12 +212,13 @@ def create_app(model, tokenizer, template: Template | str = "qwen", *, served_mo
         if requested is not None and requested > room:
             raise ApiError(400, f"the prompt's {prompt_len} tokens plus {param}={requested} exceed this model's "
                                 f"context of {context} tokens", param, "context_length_exceeded")
-        return requested or min(max_tokens_limit, room)
+        return requested or min(default, max_tokens_limit, room)
 
-    async def start(messages: list[dict], requested: int | None, param: str, sampling: Sampling, stop=()):
+    async def start(messages: list[dict], requested: int | None, param: str, sampling: Sampling, stop=(),
+                    default: int = max_tokens_limit):
         prompt = await asyncio.to_thread(encode_prompt, messages, tokenizer, template)  # long prompts: off the loop
         try:
-            return engine.generate(prompt, budget(len(prompt), requested, param), sampling, stop)
+            return engine.generate(prompt, budget(len(prompt), requested, param, default), sampling, stop)
         except QueueFull as err:
             raise ApiError(503, str(err), code="server_busy", type="server_error") from None
 
@@ -248,11 +250,11 @@ def create_app(model, tokenizer, template: Template | str = "qwen", *, served_mo
     @app.post("/nlg/text_generate", responses=ERRORS)
     async def text_generate(body: TextGenerateRequest) -> TextGenerateResponse:
         messages = to_messages({"instruction": body.instruction, "input": body.text}, "alpaca")[:-1]
-        # unset: the spec's default (128) within this server's limit; set above the limit: 400
-        requested = body.max_new_tokens if "max_new_tokens" in body.model_fields_set else min(128, max_tokens_limit)
+        # unset: the spec's default, 128, within this server's limit and context; set above the limit: 400
+        requested = body.max_new_tokens if "max_new_tokens" in body.model_fields_set else None
         sampling = Sampling(temperature=body.temperature if body.do_sample else 0.0, top_p=body.top_p,
                             top_k=body.top_k)
-        text, _ = await _collect(await start(messages, requested, "max_new_tokens", sampling))
+        text, _ = await _collect(await start(messages, requested, "max_new_tokens", sampling, default=128))
         return TextGenerateResponse(response=text)
 
     return app
@@ -378,14 +380,14 @@ class Guard:
 
 
 # ---- the command ----
-def serve(*, model: str = "tiny", adapter: str | None = None, template: str | None = None, host: str = "127.0.0.1",
+def serve(*, model: str | None = None, adapter: str | None = None, template: str | None = None, host: str = "127.0.0.1",
           port: int = 8036, api_key: str | None = None, max_batch: int = 32, max_tokens_limit: int = 2048,
           max_model_len: int | None = None, max_body_bytes: int = 1 << 20, dtype: str = "auto",
           served_model_name: str | None = None) -> int:
     """Serve a model over an OpenAI-compatible HTTP API (plus the spec's /nlg/text_generate).
 
     Args:
-        model: model dir, hub id, or `tiny` (the embedded default).
+        model: model dir, hub id or `tiny` (default: the adapter's base model, else `tiny`).
         adapter: LoRA/DoRA adapter dir written by `qwen-sft train`.
         template: chat template; default: the adapter's (or model dir's) run_config.yaml, else `qwen`.
         host: interface to bind; anything but 127.0.0.1 exposes the server to the network.
@@ -403,19 +405,18 @@ def serve(*, model: str = "tiny", adapter: str | None = None, template: str | No
     """
     import uvicorn
 
-    from qwen_sft.model import load_model
+    from qwen_sft.generate import load_for_inference  # the base and template rules predict and chat use
 
     for name, value in (("max-batch", max_batch), ("max-tokens-limit", max_tokens_limit),
                         ("max-model-len", max_model_len or 1), ("max-body-bytes", max_body_bytes)):
         if value < 1:
             raise UserError(f"--{name} must be at least 1, got {value}")
     _check_port_free(host, port)
-    template_obj = get_template(template or _trained_template(adapter, model))
     api_key = api_key or os.environ.get("QWEN_SFT_API_KEY") or None
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         log.warning("serving on %s without --api-key: anyone who can reach this port can use the model", host)
-    lm, tokenizer = load_model(model, adapter=adapter, dtype=dtype)
-    name = served_model_name or Path(adapter or model).name
+    lm, tokenizer, template_obj = load_for_inference(model, adapter, template, dtype)
+    name = served_model_name or Path(adapter or model or "tiny").name
     app = create_app(lm, tokenizer, template_obj, served_model_name=name, api_key=api_key, max_batch=max_batch,
                      max_tokens_limit=max_tokens_limit, max_model_len=max_model_len, max_body_bytes=max_body_bytes)
     log.info("serving %s (template %s%s) on http://%s:%d", name, template_obj.name,
@@ -443,19 +444,6 @@ def running(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[st
         server.should_exit = True
         thread.join(10)
         sock.close()
-
-
-def _trained_template(adapter: str | None, model: str) -> str:
-    """The `template` key of the run_config.yaml `train` wrote beside the adapter (or full model), else qwen."""
-    import yaml
-
-    for where in (adapter, model):
-        path = Path(where) / "run_config.yaml" if where else None
-        if path is not None and path.is_file():
-            config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            if isinstance(config, dict) and config.get("template"):
-                return str(config["template"])
-    return "qwen"
 
 
 def _check_port_free(host: str, port: int) -> None:
