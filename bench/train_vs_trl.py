@@ -2,9 +2,9 @@
 
     python bench/train_vs_trl.py                           # fp32 + bf16, 128 examples, ~15 min on 2 CPU cores
     python bench/train_vs_trl.py --dtypes fp32 --examples 64
-    python bench/train_vs_trl.py --smoke                   # 8 examples, max length 64: checks it runs (tests)
+    python bench/train_vs_trl.py --smoke                   # 8 examples, max length 64, fp32: checks it runs (tests)
 
-Every contender runs in its own fresh subprocess (honest peak RSS: ru_maxrss), on the embedded `tiny` model
+Every contender runs in its own fresh subprocess (honest peak RSS: VmHWM), on the embedded `tiny` model
 (Qwen2 architecture, 151936-row vocabulary), LoRA r=8 alpha=16 dropout 0.05 on all linear layers, batch 4,
 max length 512, 1 epoch, seed 42, every token trained (qwen-sft `loss: all` == TRL's language-modeling default).
 qwen-sft runs through its public API (`load_config` + `train`), exactly what `qwen-sft train` runs; TRL gets the
@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/flops.py
+from flops import flops_per_token, useful_flops  # noqa: E402
 SOURCE = ROOT / "data" / "advertise_gen" / "train.jsonl"
 DEFAULT_TABLE = ROOT / "bench" / "train_vs_trl_table.md"
 SEED = 42
@@ -77,36 +79,12 @@ def tokenized(data: Path, max_length: int) -> list[list[int]]:
             for s in load_samples(str(data))]
 
 
-# ------------------------------------------------------------------------------------------------ FLOPs
-def flops_per_token(config, lora_r: int, targets: list[str]) -> dict:
-    """Model FLOPs per token by layer group (see bench/README.md for the formula).
-
-    A frozen weight (in x out) costs forward 2*in*out + input-gradient 2*in*out = 4*in*out per token; a trained
-    one (the LoRA A and B matrices) also its weight gradient: 6*in*out. Attention scores are per sequence
-    (`attention_flops`). The output layer counts per trained token, the body per non-pad token.
-    """
-    h, inter, layers = config.hidden_size, config.intermediate_size, config.num_hidden_layers
-    head_dim = h // config.num_attention_heads
-    kv = config.num_key_value_heads * head_dim
-    shapes = {"q_proj": (h, h), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (h, h),
-              "gate_proj": (h, inter), "up_proj": (h, inter), "down_proj": (inter, h)}
-    attention = sum(4 * i * o for name, (i, o) in shapes.items() if name.endswith(("q_proj", "k_proj", "v_proj", "o_proj")))
-    mlp = sum(4 * i * o for name, (i, o) in shapes.items() if name in ("gate_proj", "up_proj", "down_proj"))
-    lora = sum(6 * lora_r * (i + o) for name, (i, o) in shapes.items() if name in targets)
-    return {"attention_proj": layers * attention, "mlp": layers * mlp, "lora": layers * lora,
-            "output_layer": 4 * config.vocab_size * h}
-
-
-def attention_flops(config, seq_lengths: list[int]) -> int:
-    """Causal QK^T and PV: forward 2*2*d*L(L+1)/2 per layer and sequence, backward twice that (both inputs)."""
-    d = config.num_attention_heads * (config.hidden_size // config.num_attention_heads)
-    return 3 * config.num_hidden_layers * sum(2 * d * n * (n + 1) for n in seq_lengths)
-
-
 # ------------------------------------------------------------------------------------------------ matmul peak
 def matmul_peak(dtype_name: str, rows: int = 1024, hidden: int = 256, vocab: int = 151936, repeats: int = 5) -> dict:
-    """Best-of-`repeats` GFLOP/s of the output layer's two matmuls (logits = h @ W.T, grad_h = g @ W) at the
-    given shape, each in its fastest layout, and of a square 2048^3 product."""
+    """Best-of-`repeats` GFLOP/s of the output layer's two products, logits = h @ W.T and grad_h = g @ W,
+    for `rows` rows: each the fastest of one whole-vocabulary matmul (two weight layouts) and the same
+    product done as 256-row x 4000-column tiles (what qwen-sft's loss does; faster in cache). Plus a square
+    2048^3 product for reference."""
     import torch
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
@@ -117,6 +95,21 @@ def matmul_peak(dtype_name: str, rows: int = 1024, hidden: int = 256, vocab: int
     g = torch.randn(rows, vocab, generator=gen).to(dtype)
     logits, grad_h = torch.empty(rows, vocab, dtype=dtype), torch.empty(rows, hidden, dtype=dtype)
     a, b = torch.randn(2048, 2048, generator=gen).to(dtype), torch.randn(2048, 2048, generator=gen).to(dtype)
+    tile_rows, tile = min(rows, 256), 4000
+    tiles = [(s, min(s + tile, vocab)) for s in range(0, vocab, tile)]
+    flat = torch.empty(rows * vocab, dtype=dtype)
+
+    def tiled_forward():
+        for r in range(0, rows, tile_rows):
+            n = min(tile_rows, rows - r)
+            for s, e in tiles:
+                torch.mm(h[r:r + n], w[s:e].t(), out=flat[n * s:n * e].view(n, e - s))
+
+    def tiled_backward():
+        for r in range(0, rows, tile_rows):
+            n = min(tile_rows, rows - r)
+            for s, e in tiles:
+                torch.mm(flat[n * s:n * e].view(n, e - s), w[s:e])
 
     def best(fn, flops):
         fn()
@@ -129,9 +122,9 @@ def matmul_peak(dtype_name: str, rows: int = 1024, hidden: int = 256, vocab: int
 
     out_flops = 2 * rows * hidden * vocab
     forward = max(best(lambda: torch.mm(h, w.t(), out=logits), out_flops),
-                  best(lambda: torch.mm(h, wt, out=logits), out_flops))
+                  best(lambda: torch.mm(h, wt, out=logits), out_flops), best(tiled_forward, out_flops))
     backward = max(best(lambda: torch.mm(g, w, out=grad_h), out_flops),
-                   best(lambda: torch.mm(g, wt.t(), out=grad_h), out_flops))
+                   best(lambda: torch.mm(g, wt.t(), out=grad_h), out_flops), best(tiled_backward, out_flops))
     both = 2 / (1 / forward + 1 / backward)  # one forward + one input-gradient product, as training does
     return {"forward": forward, "input_grad": backward, "output_layer": both,
             "square_2048": best(lambda: torch.mm(a, b), 2 * 2048 ** 3)}
@@ -143,7 +136,7 @@ def instrument(spec: dict) -> dict:
     and, with spec["profile"] = [warmup, steps], to profile `steps` whole iterations after `warmup` ones."""
     from transformers import Trainer
 
-    stats = {"positions": 0, "trained": 0, "non_pad": 0, "rows": 0, "steps": 0}
+    stats = {"positions": 0, "trained": 0, "non_pad": 0, "rows": 0, "steps": 0, "step_seconds": 0.0}
     original = Trainer.training_step
     warmup, steps = spec.get("profile") or (None, None)
     profiler = {}
@@ -167,8 +160,15 @@ def instrument(spec: dict) -> dict:
         mask = inputs.get("attention_mask")
         stats["non_pad"] += int(mask.sum()) if mask is not None else labels.numel()
         stats["rows"] += labels.shape[0]
+        profiled = warmup is not None and warmup <= stats["steps"] < warmup + steps
         stats["steps"] += 1
-        return original(self, model, inputs, *args, **kwargs)
+        start = time.perf_counter()
+        try:
+            return original(self, model, inputs, *args, **kwargs)
+        finally:  # forward + loss + backward; the rest of train_runtime is optimizer, data and logging
+            stats["step_seconds"] += time.perf_counter() - start
+            if profiled:
+                stats["in_step_profiled"] = stats.get("in_step_profiled", 0.0) + time.perf_counter() - start
 
     Trainer.training_step = training_step
     return stats
@@ -223,8 +223,9 @@ def run_qwen_sft(spec: dict, out: Path) -> dict:
     overrides = {"model": "tiny", "data": spec["data"], "output_dir": str(out), "overwrite": True, "resume": "never",
                  "dtype": spec["dtype"], "max_length": spec["max_length"], "packing": spec["mode"] == "packed",
                  "per_device_train_batch_size": spec["batch_size"], "num_train_epochs": 1, "seed": SEED,
-                 "logging_steps": 10, "save_steps": 10 ** 6, "lora.r": 8, "lora.alpha": 16, "loss": "all",
-                 **spec.get("extra", {})}
+                 "logging_steps": 10, "save_steps": 10 ** 6, "lora.r": 8, "lora.alpha": 16, "loss": "all"}
+    if spec.get("chunk_size"):
+        overrides["chunk_size"] = spec["chunk_size"]
     train(load_config(None, overrides))
     records = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     return {"losses": [r["loss"] for r in records if "loss" in r],
@@ -275,20 +276,42 @@ def worker(spec_path: str) -> None:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         run = run_qwen_sft if spec["trainer"] == "qwen_sft" else run_trl
         result = run(spec, Path(tmp) / "out")
-    result.update(stats, wall=time.perf_counter() - start,
-                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    result.update(stats, wall=time.perf_counter() - start, peak_rss_mb=peak_rss_mb())
     Path(spec["result"]).write_text(json.dumps(result))
+
+
+def wait_for_idle(max_wait: float, sample: float = 3.0, threshold: float = 0.25) -> float:
+    """Wait (up to max_wait s) until other processes use < threshold cores; return the last sample's load."""
+    deadline = time.perf_counter() + max_wait
+    while True:
+        busy = cpu_busy_seconds()
+        time.sleep(sample)
+        load = (cpu_busy_seconds() - busy) / sample
+        if load < threshold or time.perf_counter() >= deadline:
+            return load
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size. VmHWM, not ru_maxrss: Linux carries ru_maxrss over an exec, so a
+    worker's ru_maxrss starts at its parent's size at the fork (here, the driver's, after its matmul buffers)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+        return int(status.split("VmHWM:")[1].split()[0]) / 1024
+    except (OSError, IndexError):  # no procfs: ru_maxrss is an upper bound
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_contender(name: str, dtype: str, common: dict, workdir: Path, timeout: float) -> dict:
     trainer, mode = CONTENDERS[name]
+    if common.get("wait_idle"):
+        wait_for_idle(common["wait_idle"])
     spec = {**common, "trainer": trainer, "mode": mode, "dtype": dtype,
             "result": str(workdir / f"{trainer}-{mode}-{dtype}.json")}
     spec_path = workdir / f"{trainer}-{mode}-{dtype}.spec.json"
     spec_path.write_text(json.dumps(spec))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "QWEN_SFT_CACHE": os.environ.get("QWEN_SFT_CACHE", str(ROOT / ".cache")),
-           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+           "PYTHONPATH": os.pathsep.join([common.get("src") or str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
     print(f"  {name} ({dtype}) ...", end=" ", flush=True)
     busy_before, children_before = cpu_busy_seconds(), children_cpu_seconds()
     start = time.perf_counter()
@@ -322,14 +345,13 @@ def children_cpu_seconds() -> float:
 
 
 # ------------------------------------------------------------------------------------------------ table
-def table(rows: list[dict], peaks: dict, flops: dict, attn_flops: int) -> str:
+def table(rows: list[dict], peaks: dict, config, lengths: list[int]) -> str:
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:
         same = [r for r in rows if r["dtype"] == row["dtype"] and r["name"].startswith("TRL")]
         best = max((r["tokens_s"] for r in same), default=None)
         leanest = min((r["peak_rss_mb"] for r in same), default=None)
-        useful = (row["non_pad"] * (flops["attention_proj"] + flops["mlp"] + flops["lora"])
-                  + row["trained"] * flops["output_layer"] + attn_flops)
+        useful = useful_flops(config, row["non_pad"], row["trained"], lengths)
         mfu = useful / row["train_runtime"] / 1e9 / peaks[row["dtype"]]["output_layer"]
         cells = [row["name"], row["dtype"], row["steps"], row["trained"],
                  f"{100 * (1 - row['non_pad'] / row['positions']):.0f}", f"{row['tokens_s']:.0f}",
@@ -342,17 +364,26 @@ def table(rows: list[dict], peaks: dict, flops: dict, attn_flops: int) -> str:
 
 
 def profile_table(rows: list[dict]) -> str:
-    """Where each contender's time goes: ms per optimizer step and share, by category."""
-    lines = ["| contender | dtype | ms/step | " + " | ".join(CATEGORIES) + " |", "|" + "---|" * (len(CATEGORIES) + 3)]
+    """Where each contender's time goes. The profiler slows the tiny ops of a step (qwen-sft's vocabulary tiles
+    most), so the categories are shares of the profiled op time, applied to the unprofiled forward+backward
+    time; the optimizer/data/logging time comes from the unprofiled steps too (train_runtime - forward+backward)."""
+    ops = [c for c in CATEGORIES if c not in ("optimizer", "data", "python/framework")]
+    lines = ["| contender | dtype | ms/step | fwd+bwd ms | " + " | ".join(ops) + " | optimizer+data+logging |",
+             "|" + "---|" * (len(ops) + 5)]
     for row in rows:
         prof = row.get("profile")
         if not prof:
             continue
-        wall = prof["wall"]
-        shares = {c: prof.get(c, 0.0) for c in CATEGORIES}
-        shares["python/framework"] = max(wall - sum(v for c, v in shares.items() if c != "python/framework"), 0.0)
-        cells = [f"{1000 * v / row['profile_steps']:.0f} ({100 * v / wall:.0f}%)" for v in shares.values()]
-        lines.append(f"| {row['name']} | {row['dtype']} | {1000 * wall / row['profile_steps']:.0f} | " + " | ".join(cells) + " |")
+        steps = row["steps"] - row["profile_steps"]  # the unprofiled ones
+        profiled_wall = prof["wall"]
+        unprofiled_in_step = row["step_seconds"] - row["in_step_profiled"]
+        in_step = unprofiled_in_step / steps
+        outside = (row["train_runtime"] - profiled_wall - unprofiled_in_step) / steps
+        total_ops, step = sum(prof.get(c, 0.0) for c in ops), in_step + outside
+        shares = [in_step * prof.get(c, 0.0) / total_ops for c in ops]
+        cells = [f"{1000 * t:.0f} ({100 * t / step:.0f}%)" for t in shares]
+        lines.append(f"| {row['name']} | {row['dtype']} | {1000 * step:.0f} | {1000 * in_step:.0f} | "
+                     + " | ".join(cells) + f" | {1000 * outside:.0f} ({100 * outside / step:.0f}%) |")
     return "\n".join(lines)
 
 
@@ -361,11 +392,16 @@ def main() -> None:
     parser.add_argument("--examples", type=int, default=128)
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--dtypes", default="fp32,bf16", help="comma-separated: fp32, bf16")
+    parser.add_argument("--dtypes", help="comma-separated: fp32, bf16 (default both; --smoke: fp32)")
     parser.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated names from: "
                         + ", ".join(CONTENDERS))
     parser.add_argument("--table", type=Path, default=DEFAULT_TABLE, help="markdown table written here")
     parser.add_argument("--timeout", type=float, default=900, help="seconds per contender")
+    parser.add_argument("--chunk-size", type=int, help="qwen-sft's chunk_size (default: its config default)")
+    parser.add_argument("--src", help="import qwen_sft from this directory instead of ./src (e.g. `git archive` "
+                        "of an older commit): before/after comparisons")
+    parser.add_argument("--wait-idle", type=float, default=0, metavar="S", help="before each contender, wait up "
+                        "to S seconds for the other processes on this machine to go quiet (shared machines)")
     parser.add_argument("--smoke", action="store_true", help="8 examples, max length 64 (a quick does-it-run check)")
     parser.add_argument("--profile", metavar="WARMUP,STEPS", help="also profile STEPS iterations after WARMUP "
                         "ones (slows those steps: use for the breakdown, not for the throughput table)")
@@ -375,12 +411,13 @@ def main() -> None:
         return worker(args.worker)
     if args.smoke:
         args.examples, args.max_length = 8, 64
+    args.dtypes = args.dtypes or ("fp32" if args.smoke else "fp32,bf16")
     os.environ.setdefault("QWEN_SFT_CACHE", str(ROOT / ".cache"))
     sys.path.insert(0, str(ROOT / "src"))
     import torch
     from transformers import AutoConfig
 
-    from qwen_sft.config import LORA_TARGETS_ALL
+    from qwen_sft.config import TrainConfig
     from qwen_sft.model import resolve_model_path
 
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
@@ -397,21 +434,25 @@ def main() -> None:
         print(f"{len(lengths)} examples, {sum(lengths)} tokens (min {min(lengths)}, mean {sum(lengths) / len(lengths):.0f},"
               f" max {max(lengths)}); {torch.get_num_threads()} threads; load {os.getloadavg()[0]:.2f}")
         common = {"data": str(data), "token_ids": token_ids, "max_length": args.max_length,
-                  "batch_size": args.batch_size,
+                  "batch_size": args.batch_size, "wait_idle": args.wait_idle, "chunk_size": args.chunk_size,
+                  "src": str(Path(args.src).resolve()) if args.src else None,
                   "profile": [int(x) for x in args.profile.split(",")] if args.profile else None}
         peaks, rows = {}, []
         for dtype in dtypes:
+            if args.wait_idle:
+                wait_for_idle(args.wait_idle)
             peaks[dtype] = matmul_peak(dtype, rows=256 if args.smoke else 1024)
             print(f"{dtype} matmul peak, GFLOP/s: " + ", ".join(f"{k} {v:.0f}" for k, v in peaks[dtype].items()))
             for name in names:
                 row = run_contender(name, dtype, common, workdir, args.timeout)
                 row["tokens_s"] = row["trained"] / row["train_runtime"]
                 rows.append(row)
-    flops = flops_per_token(config, 8, LORA_TARGETS_ALL)
-    text = table(rows, peaks, flops, attention_flops(config, lengths))
+    flops = flops_per_token(config, 8)
+    text = table(rows, peaks, config, lengths)
     per_token = sum(flops.values())
     header = (f"{len(lengths)} examples ({sum(lengths)} tokens), batch {args.batch_size}, max length {args.max_length}, "
-              f"{torch.get_num_threads()} threads, torch {torch.__version__}. Model FLOPs per token: "
+              f"{torch.get_num_threads()} threads, torch {torch.__version__}, qwen-sft chunk_size "
+              f"{args.chunk_size or TrainConfig().chunk_size}. Model FLOPs per token: "
               f"{per_token / 1e6:.1f} M ({100 * flops['output_layer'] / per_token:.0f}% output layer). Matmul peak "
               "(GFLOP/s, output-layer shape fwd+input-grad / square 2048): "
               + ", ".join(f"{d} {p['output_layer']:.0f} / {p['square_2048']:.0f}" for d, p in peaks.items()))

@@ -87,15 +87,17 @@ def test_tiny_corpus_with_huge_accumulation_trains(tmp_path, caplog):
 
 
 def test_accumulation_is_a_token_mean_not_a_mean_of_means(tmp_path):
-    # batch 4 x 1 and batch 1 x 4 see the same 4 examples per step: same loss, same update
-    a = train(config(tmp_path / "a", max_steps=2, per_device_train_batch_size=4, train_sampling_strategy="sequential"))
+    # batch 4 x 1 and batch 1 x 4 see the same 4 examples per step: same loss, same update. Plain SGD,
+    # so a weight difference is a gradient difference (Adam would blow rounding noise in ~0 gradients up)
+    a = train(config(tmp_path / "a", max_steps=2, per_device_train_batch_size=4, train_sampling_strategy="sequential",
+                     optim="sgd", learning_rate=0.5))
     b = train(config(tmp_path / "b", max_steps=2, per_device_train_batch_size=1, gradient_accumulation_steps=4,
-                     train_sampling_strategy="sequential"))
+                     train_sampling_strategy="sequential", optim="sgd", learning_rate=0.5))
     la, lb = [r["loss"] for r in logged(a) if "loss" in r], [r["loss"] for r in logged(b) if "loss" in r]
     assert la == pytest.approx(lb, rel=1e-4)
     wa, wb = adapter_weights(a), adapter_weights(b)
-    # Adam turns float-rounding noise in near-zero gradients into sign noise: allow 3% of one step (lr 3e-3)
-    assert all(torch.allclose(wa[k], wb[k], atol=1e-4) for k in wa)
+    assert all(torch.allclose(wa[k], wb[k], rtol=1e-4, atol=1e-6) for k in wa)
+    assert any(wa[k].abs().max() > 1e-3 for k in wa if "lora_B" in k)  # the update is not vacuous
 
 
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):

@@ -14,7 +14,11 @@ Packing (no pad tokens at all):
   `masking_utils.find_packed_sequence_indices` reads the position_ids restarts and
   `create_causal_mask` builds a block-diagonal causal mask for sdpa/eager (CPU and GPU alike),
   while flash-attention takes its varlen path with cu_seqlens derived from position_ids
-  (that path needs batch size 1, which is why everything goes into one row).
+  (that path needs batch size 1, which is why everything goes into one row by default).
+  `PackedCollator(per_bin=True, pad_id=...)` makes one row per bin instead (right-padded to the
+  longest bin, the padding a sequence of its own): sdpa/eager attention costs (row length)^2
+  whatever the mask, so k rows of one bin are k times cheaper than one row of k bins (train.py
+  uses it unless the model runs flash-attention).
   CAVEAT (transformers 5.23): the sdpa/eager detection only runs when no KV cache exists, and the
   model creates an empty DynamicCache whenever use_cache is on (the config default, in train mode
   too unless gradient checkpointing is on) -- examples would then silently attend to each other.

@@ -5,9 +5,10 @@ largest tensor in a training step, and most of it is wasted: prompt and pad posi
 `chunked_cross_entropy` therefore
 
 1. shifts (position t predicts labels[t+1]) and keeps only the N trained rows of the hidden states,
-2. walks those rows in chunks of `chunk_size`, and each chunk's vocabulary in tiles of ~8K columns:
+2. walks those rows in chunks of `chunk_size`, and each chunk's vocabulary in tiles of ~4K columns:
    pass 1, per tile: logits = h @ W_tile.T, then (while the tile is still in cache) its row max m_t,
-   E_t = exp(logits - m_t) in place and its row sum s_t. E_t is kept (in the matmul dtype).
+   E_t = exp(logits - m_t) in place (as exp2, see below) and its row sum s_t. E_t is kept (in the
+   matmul dtype).
    From the tiles' (m_t, s_t) comes the row's logsumexp, lse, and the loss lse - logit[target].
    pass 2, per tile: grad_h += exp(m_t - lse) * (E_t @ W_tile) -- the softmax normalisation is a
    per-row scale applied to the small (rows × H) product, never a pass over the (rows × tile) block.
@@ -31,15 +32,16 @@ from torch import Tensor
 
 IGNORE_INDEX = -100
 LOG2E, LN2 = 1.4426950408889634, 0.6931471805599453
-VOCAB_TILE = 4096  # columns per tile: a (rows × tile) fp32 block of 128-512 rows stays in L2/L3
+VOCAB_TILE = 4096  # columns per tile on CPU: a (rows × tile) fp32 block of 128-512 rows stays in L2/L3
 
 
-def vocab_tiles(vocab: int, target: int = VOCAB_TILE) -> list[tuple[int, int]]:
-    """Near-equal [start, end) column tiles of about `target` columns.
+def vocab_tiles(vocab: int, target: int | None = None) -> list[tuple[int, int]]:
+    """Near-equal [start, end) column tiles of about `target` (default VOCAB_TILE) columns.
 
     Widths are multiples of 16 (aligned rows) but not of 512: a power-of-two row stride maps a tile's
     rows onto the same cache sets, which was measured to slow the tile matmuls several-fold on CPU.
     """
+    target = target or VOCAB_TILE
     width = -(-vocab // -(-vocab // target))  # ceil(vocab / number of tiles)
     width = -(-width // 16) * 16
     if width % 512 == 0:
@@ -57,7 +59,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
         need_grad = need_h or need_w or need_b
         acc = torch.promote_types(h.dtype, torch.float32)  # softmax in fp32 at least (fp64 stays fp64)
         n_rows, vocab = h.shape[0], weight.shape[0]
-        tiles = vocab_tiles(vocab)
+        # GPUs: wider tiles, fewer kernel launches (their caches are not what bounds the elementwise passes)
+        tiles = vocab_tiles(vocab, None if h.device.type == "cpu" else 4 * VOCAB_TILE)
         grad_h = torch.zeros(h.shape, dtype=acc, device=h.device) if need_h else None
         # the weight's gradient accumulates in its own dtype, as autograd would return it (no V×H fp32 copy)
         grad_w = torch.zeros_like(weight) if need_w else None
@@ -120,7 +123,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
                         grad_h[first : first + n].addcmul_(part, scale[k])
                     if need_w:
                         hs = (h_c.to(acc) * scale[k]).to(h.dtype)
-                        torch.addmm(grad_w[start:end], e.t(), hs, out=grad_w[start:end])  # out= form: FLOP counters see it
+                        # out= form: FLOP counters see it
+                        torch.addmm(grad_w[start:end], e.t(), hs, out=grad_w[start:end])
                     if need_b:
                         grad_b[start:end] += (e.to(acc) * scale[k]).sum(0)
                 # the "- onehot" of softmax - onehot

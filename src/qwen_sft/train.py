@@ -73,8 +73,6 @@ def train(cfg: TrainConfig) -> Path:
         resume_from = prepare_output_dir(cfg, output_dir, clean=process.is_main_process)
     dtype = resolve_dtype(cfg.dtype, allow_fp16=cfg.allow_fp16)
     torch.manual_seed(cfg.seed)
-    if dtype == torch.float32:
-        torch.set_flush_denormal(True)  # denormals make early fp32 CPU steps 10-30x slower
 
     tokenizer = load_tokenizer(model_path)
     train_set = build_dataset(cfg.data, tokenizer, cfg, "train")
@@ -108,12 +106,17 @@ def train(cfg: TrainConfig) -> Path:
         remove_unused_columns=False, prediction_loss_only=True, report_to="none",
         disable_tqdm=False, logging_first_step=True, dataloader_pin_memory=torch.cuda.is_available(),
         ddp_find_unused_parameters=False), **cfg.extra})  # extra: any other TrainingArguments key
-    collator = PackedCollator() if cfg.packing else PadCollator(tokenizer.pad_token_id)
+    # packed: one row per bin, except for flash-attention, whose varlen path needs everything in one row
+    flash = "flash" in str(getattr(model.config, "_attn_implementation", ""))
+    collator = PackedCollator(per_bin=not flash, pad_id=tokenizer.pad_token_id) if cfg.packing \
+        else PadCollator(tokenizer.pad_token_id)
     trainer = SFTTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                          data_collator=collator, processing_class=tokenizer)
     if trainer.is_world_process_zero():
         write_run_files(cfg, output_dir, model)
         trainer.tokens_before_resume = trim_log(output_dir, checkpoint_step(resume_from) if resume_from else 0)
+    # denormals make early fp32 CPU steps 10-30x slower; the setting is process-wide, so it is undone after
+    flush_denormals = dtype == torch.float32 and torch.set_flush_denormal(True)
     try:
         trainer.train(resume_from_checkpoint=resume_from)
         trainer.publish_checkpoint()
@@ -123,6 +126,9 @@ def train(cfg: TrainConfig) -> Path:
                         + (f"The last good checkpoint is {last}: lower learning_rate and run again with "
                            "resume: auto to continue from it" if last else "No checkpoint was saved before it; "
                            "lower learning_rate (or use dtype fp32/bf16) and start again")) from None
+    finally:
+        if flush_denormals:
+            torch.set_flush_denormal(False)
     if trainer.is_world_process_zero():
         trainer.save_model(str(output_dir))  # adapter (peft layout) or full model, safetensors
         tokenizer.save_pretrained(str(output_dir))
