@@ -7,7 +7,8 @@ Each (model, trainer) pair runs in a fresh subprocess with a timeout: the model 
 (no weights: random init, directly on the GPU in bf16), LoRA r=8 alpha=16 dropout 0.05 on all linear
 layers, attention "sdpa", packing on (padding-free rows of up to --seq-len tokens, batch 1 row), the same
 random token data for both. After --warmup optimizer steps (kernel autotuning, Triton JIT), --steps steps
-are timed (synchronised). MFU = model FLOPs per second (bench/flops.py: frozen weights 4*in*out per token,
+are timed (synchronised), then --profile-steps more are profiled (top ops by GPU time to
+gpu_profile_<model>_<trainer>.txt beside the table). MFU = model FLOPs per second (bench/flops.py: frozen weights 4*in*out per token,
 LoRA 6*in*out, causal attention per packed example) / a bf16 matmul peak measured in this run, and / the
 989 TFLOP/s H100/H200 dense bf16 datasheet figure.
 """
@@ -109,12 +110,45 @@ def step_timer(spec: dict, stats: dict):
     """A callback that synchronises and records the time at every optimizer step's end."""
     from transformers import TrainerCallback
 
+    first, last = spec["warmup"] + spec["steps"], spec["warmup"] + spec["steps"] + spec.get("profile_steps", 0)
+
     class StepTimer(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             sync(spec["device"])
             stats["step_end"].append(time.perf_counter())
+            if state.global_step == first and last > first:  # after the timed steps: profile a few more
+                stats["profiler"] = start_profiler(spec["device"])
+            elif state.global_step == last and stats.get("profiler") is not None:
+                write_profile(stats.pop("profiler"), spec)
 
     return StepTimer()
+
+
+def start_profiler(device: str):
+    """A running torch.profiler (CPU + CUDA), or None if it cannot start (the benchmark goes on without it)."""
+    try:
+        import torch.profiler
+
+        activities = [torch.profiler.ProfilerActivity.CPU]
+        if device == "cuda":
+            activities.append(torch.profiler.ProfilerActivity.CUDA)
+        profiler = torch.profiler.profile(activities=activities)
+        profiler.start()
+        return profiler
+    except Exception as err:  # noqa: BLE001 - diagnostics only
+        log(f"profiler did not start: {err}")
+        return None
+
+
+def write_profile(profiler, spec: dict) -> None:
+    """The top ops of the profiled steps, by self device time (GPU) or self CPU time, to spec["profile_file"]."""
+    try:
+        profiler.stop()
+        key = "self_cuda_time_total" if spec["device"] == "cuda" else "self_cpu_time_total"
+        table = profiler.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60)
+        Path(spec["profile_file"]).write_text(f"{spec['profile_steps']} steps after the timed ones\n{table}\n")
+    except Exception as err:  # noqa: BLE001 - diagnostics only
+        log(f"profile not written: {err}")
 
 
 def count_steps(stats: dict) -> None:
@@ -157,7 +191,8 @@ def run_qwen_sft(spec: dict, model, examples, out: Path, callback):
     bins = pack_examples([{"input_ids": ids, "labels": ids} for ids in examples], spec["seq_len"])
     args = TrainingArguments(
         output_dir=str(out), use_cpu=spec["device"] == "cpu", per_device_train_batch_size=1,
-        max_steps=spec["warmup"] + spec["steps"], learning_rate=2e-4, lr_scheduler_type="cosine", warmup_steps=0.03,
+        max_steps=spec["warmup"] + spec["steps"] + spec["profile_steps"], learning_rate=2e-4,
+        lr_scheduler_type="cosine", warmup_steps=0.03,
         logging_steps=spec["warmup"] + spec["steps"], save_strategy="no", report_to="none", seed=0, data_seed=0,
         remove_unused_columns=False, disable_tqdm=True, dataloader_pin_memory=spec["device"] == "cuda")
     trainer = SFTTrainer(model=model, args=args, train_dataset=bins, data_collator=PackedCollator(pad_id=0),
@@ -177,7 +212,8 @@ def run_trl(spec: dict, model, examples, out: Path, callback):
                                         pad_token="<pad>", eos_token="<unk>")
     args = SFTConfig(
         output_dir=str(out), use_cpu=spec["device"] == "cpu", per_device_train_batch_size=1,
-        max_steps=spec["warmup"] + spec["steps"], learning_rate=2e-4, lr_scheduler_type="cosine", warmup_steps=0.03,
+        max_steps=spec["warmup"] + spec["steps"] + spec["profile_steps"], learning_rate=2e-4,
+        lr_scheduler_type="cosine", warmup_steps=0.03,
         logging_steps=spec["warmup"] + spec["steps"], save_strategy="no", report_to="none", seed=0, data_seed=0,
         disable_tqdm=True, dataloader_pin_memory=spec["device"] == "cuda",
         packing=True, max_length=spec["seq_len"],  # BFD packing, padding-free rows
@@ -222,6 +258,8 @@ def main() -> int:
     parser.add_argument("--seq-len", type=int, default=None, help="packed row length (default 2048; smoke 128)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps (default 5; smoke 1)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 20; smoke 2)")
+    parser.add_argument("--profile-steps", type=int, default=None, help="profile this many steps after the timed "
+                        "ones; top ops to gpu_profile_<model>_<trainer>.txt beside the table (default 2; smoke 1)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per contender (default 110; smoke 90)")
     parser.add_argument("--table", type=Path, default=None, help="markdown table file (default $OUT/gpu_table.md "
                         "when $OUT is set, else bench/gpu_table.md)")
@@ -235,6 +273,7 @@ def main() -> int:
     warmup = args.warmup if args.warmup is not None else (1 if smoke else 5)
     steps = args.steps or (2 if smoke else 20)
     timeout = args.timeout or (90 if smoke else 110)
+    profile_steps = args.profile_steps if args.profile_steps is not None else (1 if smoke else 2)
     models = SMOKE_MODELS if smoke else MODELS
     if args.models:
         models = {name: models[name] for name in args.models.split(",")}
@@ -251,7 +290,8 @@ def main() -> int:
     log(f"device {gpu}, torch {torch.__version__}, seq {seq_len}, warmup {warmup} + {steps} timed steps")
     peak = matmul_peak_tflops(device, 8192 if device == "cuda" else 256, 5 if device == "cuda" else 2)
     log(f"bf16 matmul peak (measured): {peak:.1f} TFLOP/s")
-    examples = (warmup + steps + 2) * seq_len // (seq_len * 9 // 32) + 8  # mean length 9/32 seq: enough rows
+    # mean example length 9/32 seq: enough rows for every step
+    examples = (warmup + steps + profile_steps + 2) * seq_len // (seq_len * 9 // 32) + 8
     header = (f"GPU benchmark: {gpu}, torch {torch.__version__}; random-init Qwen1.5 shapes, bf16, LoRA r=8 "
               f"(all linear layers), sdpa attention, packed rows of {seq_len} tokens, batch 1 row, {warmup} warmup + "
               f"{steps} timed steps. bf16 matmul peak measured here: {peak:.1f} TFLOP/s.")
@@ -261,7 +301,9 @@ def main() -> int:
         for model_name, shape in models.items():
             for trainer in TRAINERS:
                 spec = {"trainer": trainer, "shape": shape, "device": device, "seq_len": seq_len, "warmup": warmup,
-                        "steps": steps, "examples": examples, "result": f"{tmp}/{model_name}-{trainer}.json"}
+                        "steps": steps, "examples": examples, "result": f"{tmp}/{model_name}-{trainer}.json",
+                        "profile_steps": profile_steps,
+                        "profile_file": str(table_path.parent / f"gpu_profile_{model_name}_{trainer}.txt")}
                 spec_path = Path(tmp) / f"{model_name}-{trainer}.spec.json"
                 spec_path.write_text(json.dumps(spec))
                 log(f"{model_name} / {trainer} ...")

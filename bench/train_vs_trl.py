@@ -1,6 +1,6 @@
 """qwen-sft vs TRL's SFTTrainer: same model, data, LoRA, seed and masking; throughput, memory, loss (not a test).
 
-    python bench/train_vs_trl.py                           # fp32 + bf16, 128 examples, ~15 min on 2 CPU cores
+    python bench/train_vs_trl.py                           # fp32 + bf16, 128 examples, ~12 min on 2 CPU cores
     python bench/train_vs_trl.py --dtypes fp32 --examples 64
     python bench/train_vs_trl.py --smoke                   # 8 examples, max length 64, fp32: checks it runs (tests)
 
@@ -255,7 +255,8 @@ def run_trl(spec: dict, out: Path) -> dict:
         padding_free=mode == "padding_free", dataloader_pin_memory=False,
         model_init_kwargs={"dtype": torch.bfloat16 if bf16 else torch.float32},
     )
-    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=list(LORA_TARGETS_ALL), task_type="CAUSAL_LM")
+    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=list(LORA_TARGETS_ALL),
+                      task_type="CAUSAL_LM")
     trainer_class = SFTTrainer
     if mode == "standard_loss":
         class StandardLossSFTTrainer(SFTTrainer):  # transformers' own loss over full logits
@@ -431,7 +432,8 @@ def main() -> None:
         data = make_dataset(workdir / "advertise_gen_varied.jsonl", args.examples)
         token_ids = tokenized(data, args.max_length)
         lengths = [len(ids) for ids in token_ids]
-        print(f"{len(lengths)} examples, {sum(lengths)} tokens (min {min(lengths)}, mean {sum(lengths) / len(lengths):.0f},"
+        print(f"{len(lengths)} examples, {sum(lengths)} tokens (min {min(lengths)}, "
+              f"mean {sum(lengths) / len(lengths):.0f},"
               f" max {max(lengths)}); {torch.get_num_threads()} threads; load {os.getloadavg()[0]:.2f}")
         common = {"data": str(data), "token_ids": token_ids, "max_length": args.max_length,
                   "batch_size": args.batch_size, "wait_idle": args.wait_idle, "chunk_size": args.chunk_size,
@@ -450,14 +452,16 @@ def main() -> None:
     flops = flops_per_token(config, 8)
     text = table(rows, peaks, config, lengths)
     per_token = sum(flops.values())
-    header = (f"{len(lengths)} examples ({sum(lengths)} tokens), batch {args.batch_size}, max length {args.max_length}, "
+    header = (f"{len(lengths)} examples ({sum(lengths)} tokens), batch {args.batch_size}, "
+              f"max length {args.max_length}, "
               f"{torch.get_num_threads()} threads, torch {torch.__version__}, qwen-sft chunk_size "
               f"{args.chunk_size or TrainConfig().chunk_size}. Model FLOPs per token: "
               f"{per_token / 1e6:.1f} M ({100 * flops['output_layer'] / per_token:.0f}% output layer). Matmul peak "
               "(GFLOP/s, output-layer shape fwd+input-grad / square 2048): "
               + ", ".join(f"{d} {p['output_layer']:.0f} / {p['square_2048']:.0f}" for d, p in peaks.items()))
     if args.profile:
-        text += "\n\nWhere the time goes (self CPU time of the profiled ops, ms per optimizer step):\n\n" + profile_table(rows)
+        text += ("\n\nWhere the time goes (ms per optimizer step; see profile_table):\n\n"
+                 + profile_table(rows))
     print("\n" + header + "\n\n" + text)
     args.table.parent.mkdir(parents=True, exist_ok=True)
     args.table.write_text(header + "\n\n" + text + "\n", encoding="utf-8")
