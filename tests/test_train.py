@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from qwen_sft import train as train_module
+from qwen_sft import trainer as trainer_module
+from qwen_sft.arguments import load_config
 from qwen_sft.cli import main
-from qwen_sft.config import load_config
 from qwen_sft.errors import UserError
 from qwen_sft.train import train
 
@@ -103,18 +103,18 @@ def test_accumulation_is_a_token_mean_not_a_mean_of_means(tmp_path):
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, monkeypatch):
     whole = train(config(tmp_path / "whole", max_steps=6, save_steps=2, **{"lora.dropout": 0.1}))
     cfg = config(tmp_path / "split", max_steps=6, save_steps=2, **{"lora.dropout": 0.1})
-    original = train_module.SFTTrainer.training_step
+    original = trainer_module.SFTTrainer.training_step
 
     def crash_after_step_3(self, *args, **kwargs):
         if self.state.global_step == 3:
             raise KeyboardInterrupt
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(train_module.SFTTrainer, "training_step", crash_after_step_3)
+    monkeypatch.setattr(trainer_module.SFTTrainer, "training_step", crash_after_step_3)
     with pytest.raises(KeyboardInterrupt):
         train(cfg)
-    assert sorted(p.name for p in Path(cfg.output_dir).glob("checkpoint-*")) == ["checkpoint-2"]
-    monkeypatch.setattr(train_module.SFTTrainer, "training_step", original)
+    assert sorted(p.name for p in Path(cfg.train.output_dir).glob("checkpoint-*")) == ["checkpoint-2"]
+    monkeypatch.setattr(trainer_module.SFTTrainer, "training_step", original)
     split = train(cfg)  # resume: auto
     wa, wb = adapter_weights(whole), adapter_weights(split)
     assert all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
@@ -129,7 +129,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
                  save_steps=1, max_steps=6)
     with pytest.raises(UserError, match=r"loss is (nan|inf) at step 3.*last good checkpoint is .*checkpoint-1"):
         train(cfg)
-    out = Path(cfg.output_dir)
+    out = Path(cfg.train.output_dir)
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
     weights = load_file(str(out / "checkpoint-1" / "adapter_model.safetensors"))
     assert all(torch.isfinite(w).all() for w in weights.values())
@@ -152,7 +152,7 @@ def test_config_errors_are_one_line_with_suggestions(tmp_path, capsys):
     code, err = run_cli(["train", str(cfg)], capsys)
     assert code == 2 and "\n" not in err
     assert "unknown key 'learing_rate' (did you mean 'learning_rate'?)" in err
-    assert "lora.r: expected int, got str 'eight'" in err
+    assert "lora.r: expected int, got 'eight'" in err
 
 
 def test_fp16_is_refused_unless_forced(tmp_path, capsys):

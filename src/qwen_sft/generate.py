@@ -1,4 +1,4 @@
-"""Generation: `generate_batch` (batched, left-padded, KV-cached), `qwen-sft predict` and `qwen-sft chat`.
+"""Generation: `generate_batch` (batched, left-padded, KV-cached), `predict_samples` and the chat loop.
 
 Prompts are rendered by `template.encode_prompt`, the function training uses, so the model sees at
 inference exactly the prefix it was trained on. Generation stops at <|im_end|> or <|endoftext|>
@@ -9,24 +9,17 @@ inference exactly the prefix it was trained on. Generation stops at <|im_end|> o
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-import yaml
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from qwen_sft.data import load_samples
 from qwen_sft.errors import UserError
-from qwen_sft.model import load_model
-from qwen_sft.template import encode_prompt, get_template, stop_token_ids
+from qwen_sft.template import encode_prompt, stop_token_ids
 
 log = logging.getLogger(__name__)
-DEFAULT_TEMPLATE = "qwen"
 
 
 @dataclass
@@ -65,49 +58,6 @@ class VocabLimit(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores[:, self.limit:] = -float("inf")  # scores is generate's own fp32 copy of the logits
         return scores
-
-
-# ---------------------------------------------------------------------------------------------- loading
-
-def run_config_of(path: str | Path | None) -> dict:
-    """The `run_config.yaml` that `train` writes beside an adapter / full model, or {}."""
-    file = Path(path) / "run_config.yaml" if path else None
-    if file is None or not file.is_file():
-        return {}
-    return yaml.safe_load(file.read_text(encoding="utf-8")) or {}
-
-
-def resolve_base(model: str | None, adapter: str | None) -> str:
-    """The base model: as given, else the one the adapter was trained on, else `tiny`.
-
-    Raises:
-        UserError: an adapter that names no base model.
-    """
-    if model:
-        return model
-    if adapter is None:
-        return "tiny"
-    base = run_config_of(adapter).get("model")  # what the user trained with (`tiny`, a hub id, a dir)
-    if not base and (Path(adapter) / "adapter_config.json").is_file():
-        base = json.loads((Path(adapter) / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    if not base:
-        raise UserError(f"adapter {adapter}: cannot tell which base model it belongs to; pass --model")
-    return base
-
-
-def resolve_template(template: str | None, model: str | None, adapter: str | None) -> str:
-    """--template, else the `template` training used (adapter's, then model dir's run_config.yaml), else qwen."""
-    return template or run_config_of(adapter).get("template") or run_config_of(model).get("template") \
-        or DEFAULT_TEMPLATE
-
-
-def load_for_inference(model: str | None, adapter: str | None, template: str | None, dtype: str = "auto"):
-    """(model, tokenizer, Template) for the CLI commands; the base defaults as in `resolve_base`."""
-    base = resolve_base(model, adapter)
-    chat_template = get_template(resolve_template(template, base, adapter))  # fail on a bad name before loading
-    loaded, tokenizer = load_model(base, adapter=adapter, dtype=dtype)
-    log.info("model %s%s, template %s", base, f" + adapter {adapter}" if adapter else "", chat_template.name)
-    return loaded, tokenizer, chat_template
 
 
 # ------------------------------------------------------------------------------------------- generation
@@ -204,85 +154,9 @@ def predict_samples(model, tokenizer, samples, chat_template, sampling: Sampling
     return results
 
 
-def write_jsonl(path: str | Path, records) -> None:
-    """Written to a temporary name and renamed: an interrupted run never leaves a half file behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
-def predict(*, data: str | None = None, output: str | None = None, model: str | None = None,
-            adapter: str | None = None, template: str | None = None, data_format: str = "auto",
-            max_new_tokens: int = 512, temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0,
-            repetition_penalty: float = 1.0, batch_size: int = 16, seed: int = 42, dtype: str = "auto") -> int:
-    """Generate an answer for every record of a data file; write them as JSONL (input record + prediction).
-
-    Args:
-        data: JSON / JSONL data file; the prompt is each conversation up to its last (possibly empty) answer.
-        output: JSONL to write: each input record plus `prediction` and `finish_reason` (stop | length).
-        model: base model dir, hub id or `tiny` (default: the adapter's base, else tiny).
-        adapter: LoRA / DoRA adapter dir written by `qwen-sft train`.
-        template: qwen | qwen1.5-sft-legacy (default: the one the adapter was trained with, else qwen).
-        data_format: auto | alpaca | sharegpt | messages.
-        max_new_tokens: at most this many generated tokens per answer.
-        temperature: 0 = greedy (deterministic); > 0 samples.
-        top_p: nucleus sampling threshold (1 = off).
-        top_k: sample from the k most likely tokens (0 = off).
-        repetition_penalty: > 1 discourages repeats (1 = off).
-        batch_size: prompts generated together.
-        seed: random seed for sampling.
-        dtype: auto | bf16 | fp32.
-    """
-    if not data or not output:
-        raise UserError("predict needs --data FILE and --output FILE.jsonl")
-    sampling = Sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty).check()
-    samples = load_samples(data, fmt=data_format, require_answer=False)
-    loaded, tokenizer, chat_template = load_for_inference(model, adapter, template, dtype)
-    torch.manual_seed(seed)
-    results = predict_samples(loaded, tokenizer, samples, chat_template, sampling, batch_size)
-    write_jsonl(output, ({**s.record, "prediction": text, "finish_reason": reason}
-                         for s, (text, reason) in zip(samples, results)))
-    stopped = sum(reason == "stop" for _, reason in results)
-    print(f"wrote {len(results)} predictions to {output} ({stopped} stopped, {len(results) - stopped} hit "
-          f"max_new_tokens={max_new_tokens})", file=sys.stderr)
-    return 0
-
-
 # ------------------------------------------------------------------------------------------------- chat
 
 CHAT_HELP = "commands: /reset (clear history), /system TEXT (new system prompt, clears history), /exit"
-
-
-def chat(*, model: str | None = None, adapter: str | None = None, template: str | None = None,
-         system: str | None = None, max_new_tokens: int = 512, temperature: float = 0.0, top_p: float = 1.0,
-         top_k: int = 0, repetition_penalty: float = 1.0, seed: int = 42, dtype: str = "auto") -> int:
-    """Talk to a model: multi-turn, answers streamed as they are generated; /reset, /system TEXT, /exit.
-
-    Reads one user turn per line, from the terminal or a pipe (`printf 'hi\\n/exit\\n' | qwen-sft chat`).
-    Answers go to stdout (one `assistant: ...` line each); prompts and notices to stderr.
-
-    Args:
-        model: base model dir, hub id or `tiny` (default: the adapter's base, else tiny).
-        adapter: LoRA / DoRA adapter dir written by `qwen-sft train`.
-        template: qwen | qwen1.5-sft-legacy (default: the one the adapter was trained with, else qwen).
-        system: system prompt (default: the template's).
-        max_new_tokens: at most this many generated tokens per answer.
-        temperature: 0 = greedy (deterministic); > 0 samples.
-        top_p: nucleus sampling threshold (1 = off).
-        top_k: sample from the k most likely tokens (0 = off).
-        repetition_penalty: > 1 discourages repeats (1 = off).
-        seed: random seed for sampling.
-        dtype: auto | bf16 | fp32.
-    """
-    sampling = Sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty).check()
-    loaded, tokenizer, chat_template = load_for_inference(model, adapter, template, dtype)
-    torch.manual_seed(seed)
-    chat_loop(loaded, tokenizer, chat_template, sampling, system=system)
-    return 0
 
 
 def chat_loop(model, tokenizer, chat_template, sampling: Sampling, system: str | None = None,
@@ -331,3 +205,17 @@ def fit_context(history: list[dict], system: str | None, tokenizer, chat_templat
             return ids
         del history[:2]  # oldest user + assistant pair
         print("(context full: dropped the oldest exchange)", file=sys.stderr)
+
+
+def sampling_from(args, max_new_tokens: int | None = None) -> Sampling:
+    """The decoding settings of a command's sampling section (`config.SamplingArgs`); unset keys: greedy.
+
+    Raises:
+        UserError: a setting this decoder does not support.
+    """
+    unsupported = [k for k in ("min_p", "presence_penalty", "frequency_penalty") if getattr(args, k) is not None]
+    if unsupported:
+        raise UserError(f"{', '.join(unsupported)}: not supported by this decoder")
+    return Sampling(max_new_tokens=max_new_tokens or args.max_new_tokens, temperature=args.temperature or 0.0,
+                    top_p=args.top_p or 1.0, top_k=args.top_k or 0,
+                    repetition_penalty=args.repetition_penalty or 1.0).check()
