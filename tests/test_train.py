@@ -173,3 +173,28 @@ def test_output_dir_holding_a_different_run_is_refused(tmp_path):
     with pytest.raises(UserError, match="holds a different run .*max_length"):
         train(config(tmp_path, max_steps=1, max_length=48))
     train(config(tmp_path, max_steps=1, max_length=48, overwrite=True))
+
+
+@pytest.mark.parametrize("options", [{"packing": True}, {"finetuning": "dora"}, {"gradient_checkpointing": True},
+                                     {"eval_data": "same", "eval_steps": 3}], ids=lambda o: next(iter(o)))
+def test_training_options_end_to_end(tmp_path, options):
+    options = {k: small_data(tmp_path, 4, "eval.jsonl") if v == "same" else v for k, v in options.items()}
+    out = train(config(tmp_path, max_steps=6, **options))
+    log = logged(out)
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert len(losses) == 6 and losses[-1] < losses[0] - 0.3, losses
+    if "eval_data" in options:
+        assert [r["step"] for r in log if "eval_loss" in r] == [3, 6]
+    assert (out / "adapter_model.safetensors").exists() and (out / "loss.png").exists()
+
+
+# The first two logged losses of a fixed fp32 run: step 1 is a forward pass of the embedded model, step 2 follows
+# one Adam step. Both are fp32 sums of the same values in any order, so they hold to ~1e-6 on any CPU; a change in
+# the model, data, template, masking or loss shows up here.
+PINNED_LOSSES = [12.056906700134277, 11.595367431640625]
+
+
+def test_first_losses_are_pinned(tmp_path):
+    out = train(config(tmp_path, max_steps=2, **{"lora.dropout": 0.0}))
+    losses = [r["loss"] for r in logged(out) if "loss" in r]
+    assert losses == pytest.approx(PINNED_LOSSES, rel=1e-5), losses

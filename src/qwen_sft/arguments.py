@@ -132,7 +132,7 @@ def build(values: dict, command: Command, problems: list[str] | None = None) -> 
     for section in {s for s, _ in keys.values()}:
         resolve = getattr(getattr(cfg, section), "resolve", None)
         problems += resolve() if resolve else []
-    if command.passthrough and not problems:
+    if command.passthrough and not problems:  # only a config without other problems can be built
         problems += _check_training_arguments(cfg)
     if problems:
         raise UserError("invalid config: " + "; ".join(dict.fromkeys(problems)))
@@ -239,22 +239,20 @@ def _coerce_passthrough(value, spec: dataclasses.Field):
 def _check_training_arguments(cfg: Config) -> list[str]:
     """Build the TrainingArguments the run will use (pass-through keys included): their errors come now, not
     after the data is tokenised and the model loaded."""
-    if not cfg.train.extra:
-        return []
-    from transformers import TrainingArguments
+    from qwen_sft.train_args import training_arguments
 
     try:
-        TrainingArguments(**{"output_dir": cfg.train.output_dir, "use_cpu": True, "report_to": "none",
-                             **cfg.train.extra})
+        training_arguments(cfg)
     except (ValueError, TypeError) as err:
-        keys = ", ".join(cfg.train.extra)
+        keys = ", ".join(cfg.train.extra) or "training"
         return [f"{keys}: {' '.join(str(err).split())[:300]}"]
     return []
 
 
 def help_text(command: Command, prog: str, summary: str) -> str:
     """`--help`: every key with its type, default (once) and one line of help, grouped by section."""
-    positional = {"config": " [CONFIG.yaml]", None: ""}.get(command.positional, f" {command.positional.upper()}")
+    positional = {"config": " [CONFIG.yaml]", None: ""}.get(command.positional) \
+        if command.positional in ("config", None) else f" {command.positional.upper()}"
     lines = [f"usage: {prog}{positional} [--key value ...]", "", summary]
     if command.positional == "config":
         lines += ["", "CONFIG.yaml holds any of these keys (flat; `lora:` may be a mapping); --key value overrides it."]

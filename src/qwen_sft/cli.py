@@ -50,6 +50,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"qwen-sft {name}: interrupted", file=sys.stderr)
         return 130
+    except MemoryError as err:  # torch.OutOfMemoryError (GPU) is a RuntimeError, checked below
+        return _out_of_memory(name, err)
+    except RuntimeError as err:
+        if type(err).__name__ != "OutOfMemoryError":
+            raise
+        return _out_of_memory(name, err)
+
+
+def _out_of_memory(name: str, err: BaseException) -> int:
+    print(f"qwen-sft {name}: error: out of memory ({str(err).splitlines()[0][:120] if str(err) else 'host'}); "
+          "lower per_device_train_batch_size (raise gradient_accumulation_steps to keep the batch), max_length or "
+          "chunk_size, set gradient_checkpointing: true, or use LoRA / a smaller model; for inference lower "
+          "batch_size / max_batch", file=sys.stderr)
+    return 2
 
 
 def run(name: str, config: str | None = None, **keys) -> int:

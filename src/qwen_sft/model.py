@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -131,10 +132,29 @@ def _cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def from_pretrained(loader, path: str, **kwargs):
+    """`loader.from_pretrained(path)`, with a hub id that cannot be reached (or a broken checkpoint) reported as
+    one line instead of transformers' traceback.
+
+    Raises:
+        UserError: naming the model and what went wrong.
+    """
+    try:
+        return loader.from_pretrained(path, **kwargs)
+    except OSError as err:  # transformers/huggingface_hub report unreachable or missing repos as OSError
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0") else ""
+        raise UserError(f"model {path}: cannot be loaded{offline}: {_first_line(err)}; check the path or hub id, "
+                        "or download it first (huggingface-cli download ID)") from None
+
+
+def _first_line(err: Exception) -> str:
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+
+
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    return from_pretrained(AutoTokenizer, path)
 
 
 def load_model(path: str | Path, adapter: str | Path | None = None, dtype: str | torch.dtype = "auto",
@@ -151,7 +171,7 @@ def load_model(path: str | Path, adapter: str | Path | None = None, dtype: str |
     path = resolve_model_path(path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, device=device)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    model = from_pretrained(AutoModelForCausalLM, path, dtype=torch_dtype)
     tokenizer_dir = path
     if adapter is not None:
         from peft import PeftModel

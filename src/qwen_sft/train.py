@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 
 import torch
-from transformers import TrainingArguments
 
 from qwen_sft.checkpoints import check_free_space, checkpoint_step, latest_checkpoint, prepare_output_dir
 from qwen_sft.collate import PackedCollator, PadCollator, pack_examples
@@ -22,6 +21,7 @@ from qwen_sft.errors import UserError
 from qwen_sft.model import add_legacy_config_keys, load_tokenizer, resolve_dtype, resolve_model_path
 from qwen_sft.run import write_run_info
 from qwen_sft.template import get_template
+from qwen_sft.train_args import training_arguments
 from qwen_sft.train_model import load_for_training
 from qwen_sft.trainer import NonFiniteLoss, SFTTrainer
 
@@ -112,25 +112,3 @@ def _warn_small_corpus(n_rows: int, cfg: Config) -> None:
                     "processes) but the training set has only %d %s: each optimizer step uses all of them",
                     requested, t.per_device_train_batch_size, t.gradient_accumulation_steps, world, n_rows,
                     "packed rows" if cfg.data.packing else "examples")
-
-
-def training_arguments(cfg: Config, dtype: torch.dtype, has_eval: bool) -> TrainingArguments:
-    """transformers' TrainingArguments from the config; pass-through keys (`train.extra`) win."""
-    t = cfg.train
-    full_mixed = t.finetuning == "full" and dtype != torch.float32  # fp32 master weights + autocast
-    cuda = torch.cuda.is_available()
-    return TrainingArguments(**{**dict(
-        output_dir=t.output_dir, use_cpu=not cuda, learning_rate=t.learning_rate, num_train_epochs=t.num_train_epochs,
-        max_steps=t.max_steps, per_device_train_batch_size=t.per_device_train_batch_size,
-        per_device_eval_batch_size=t.per_device_eval_batch_size, gradient_accumulation_steps=t.gradient_accumulation_steps,
-        lr_scheduler_type=t.lr_scheduler_type, warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay,
-        max_grad_norm=t.max_grad_norm, logging_steps=t.logging_steps, save_steps=t.save_steps,
-        save_total_limit=t.save_total_limit, eval_strategy="steps" if has_eval else "no",
-        eval_steps=t.eval_steps or t.save_steps, seed=t.seed, data_seed=t.seed,
-        bf16=full_mixed and dtype == torch.bfloat16, fp16=dtype == torch.float16,
-        tf32=True if cfg.model.dtype == "tf32" and cuda else None,
-        activation_checkpointing=t.gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if t.gradient_checkpointing else None,
-        remove_unused_columns=False, prediction_loss_only=True, report_to="none", disable_tqdm=False,
-        logging_first_step=True, logging_nan_inf_filter=False,  # the filter syncs with the device every step
-        dataloader_pin_memory=cuda, ddp_find_unused_parameters=False), **t.extra})

@@ -10,6 +10,7 @@ import torch
 from qwen_sft.config import Config
 from qwen_sft.errors import UserError
 from qwen_sft.loss import chunked_cross_entropy, count_trained_tokens
+from qwen_sft.model import from_pretrained
 
 
 def load_for_training(model_path: str, cfg: Config, dtype: torch.dtype):
@@ -21,7 +22,7 @@ def load_for_training(model_path: str, cfg: Config, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
     full = cfg.train.finetuning == "full"
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32 if full else dtype)
+    model = from_pretrained(AutoModelForCausalLM, model_path, dtype=torch.float32 if full else dtype)
     model.config.use_cache = False  # no KV cache while training (and packed rows need it off, see collate.py)
     use_chunked_loss(model, cfg.train.chunk_size)
     if full:
