@@ -123,9 +123,10 @@ def test_adapter_sets_base_and_template(tmp_path, tiny_path):
     adapter = make_adapter(tmp_path / "adapter", tiny_path, "qwen1.5-sft-legacy")
     assert resolve_template(None, "tiny", str(adapter)) == "qwen1.5-sft-legacy"
     assert resolve_template("qwen", "tiny", str(adapter)) == "qwen"  # --template wins
-    assert resolve_template(None, "tiny", None) == "qwen"
+    assert resolve_template(None, "tiny", None) == "auto"  # proven from the checkpoint's chat template at load
     model, tokenizer, template = load_for_inference(None, str(adapter), None, "fp32")  # base from run_config
     assert isinstance(model, PeftModel) and template.name == "qwen1.5-sft-legacy"
+    assert load_for_inference("tiny", None, None, "fp32")[2].name == "qwen1.5"  # tiny carries Qwen1.5's template
     (text, reason), = generate_batch(model, tokenizer, [prompt(tokenizer, "hi", template)], Sampling(max_new_tokens=3))
     assert reason == "length" and isinstance(text, str)
 

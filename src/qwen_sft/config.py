@@ -41,8 +41,8 @@ class TrainConfig:
     output_dir: str = "runs/sft"
     overwrite: bool = False  # allow an output_dir that holds a different run
     # how examples become tokens
-    template: str = "qwen"  # qwen | qwen1.5-sft-legacy
-    loss: str = "all"  # all | assistant | last
+    template: str = "auto"  # auto (proven from the model's chat template) | qwen1.5 | qwen2 | qwen2.5 | qwen3 | ...
+    loss: str = "all"  # all | assistant | last | assistant_no_reasoning | last_no_reasoning
     max_length: int = 1024
     packing: bool = False  # padding-free: concatenate examples into rows of up to max_length tokens
     # method and precision
@@ -75,8 +75,8 @@ class TrainConfig:
 
 CHOICES = {
     "data_format": ("auto", "alpaca", "sharegpt", "messages"),
-    "template": ("qwen", "qwen1.5-sft-legacy"),
-    "loss": ("all", "assistant", "last"),
+    "template": ("auto", "qwen", "qwen1.5", "qwen2", "qwen2.5", "qwen3", "qwen1.5-sft-legacy"),
+    "loss": ("all", "assistant", "last", "assistant_no_reasoning", "last_no_reasoning"),
     "finetuning": ("lora", "dora", "full"),
     "dtype": ("auto", "bf16", "fp32", "tf32", "fp16"),
     "lr_scheduler_type": ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts",

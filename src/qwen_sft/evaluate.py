@@ -154,7 +154,7 @@ def evaluate_command(*, predictions: str | None = None, model: str | None = None
         model: base model dir, hub id or `tiny` (generate mode; default: the adapter's base).
         adapter: LoRA / DoRA adapter dir (generate mode).
         data: data file with reference answers (generate mode).
-        template: qwen | qwen1.5-sft-legacy (generate mode; default: the adapter's, else qwen).
+        template: auto | qwen1.5 | qwen2 | qwen2.5 | qwen3 | qwen1.5-sft-legacy (generate mode; default: adapter's).
         output_dir: where to write the results (default: beside --predictions, else runs/eval).
         data_format: auto | alpaca | sharegpt | messages.
         max_new_tokens: generate mode: at most this many tokens per answer.

@@ -24,9 +24,10 @@ from qwen_sft.data import load_samples
 from qwen_sft.errors import UserError
 from qwen_sft.model import load_model
 from qwen_sft.template import encode_prompt, get_template, stop_token_ids
+from qwen_sft.template_proof import resolve_template as template_for
 
 log = logging.getLogger(__name__)
-DEFAULT_TEMPLATE = "qwen"
+DEFAULT_TEMPLATE = "auto"
 
 
 @dataclass
@@ -96,7 +97,7 @@ def resolve_base(model: str | None, adapter: str | None) -> str:
 
 
 def resolve_template(template: str | None, model: str | None, adapter: str | None) -> str:
-    """--template, else the `template` training used (adapter's, then model dir's run_config.yaml), else qwen."""
+    """--template, else the `template` training used (adapter's, then model dir's run_config.yaml), else auto."""
     return template or run_config_of(adapter).get("template") or run_config_of(model).get("template") \
         or DEFAULT_TEMPLATE
 
@@ -104,8 +105,11 @@ def resolve_template(template: str | None, model: str | None, adapter: str | Non
 def load_for_inference(model: str | None, adapter: str | None, template: str | None, dtype: str = "auto"):
     """(model, tokenizer, Template) for the CLI commands; the base defaults as in `resolve_base`."""
     base = resolve_base(model, adapter)
-    chat_template = get_template(resolve_template(template, base, adapter))  # fail on a bad name before loading
+    name = resolve_template(template, base, adapter)
+    if name != "auto":
+        get_template(name)  # fail on a bad name before loading
     loaded, tokenizer = load_model(base, adapter=adapter, dtype=dtype)
+    chat_template = template_for(name, tokenizer)
     log.info("model %s%s, template %s", base, f" + adapter {adapter}" if adapter else "", chat_template.name)
     return loaded, tokenizer, chat_template
 
@@ -192,7 +196,7 @@ def predict_samples(model, tokenizer, samples, chat_template, sampling: Sampling
 
     if batch_size < 1:
         raise UserError(f"batch_size: must be >= 1, got {batch_size}")
-    prompts = [encode_prompt(prompt_messages(s.messages), tokenizer, chat_template) for s in samples]
+    prompts = [encode_prompt(prompt_messages(s.messages), tokenizer, chat_template, s.tools) for s in samples]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # longest first: OOM shows up at once
     results: list = [None] * len(prompts)
     with tqdm(total=len(prompts), desc="predict", unit="ex", disable=not progress) as bar:
@@ -226,7 +230,7 @@ def predict(*, data: str | None = None, output: str | None = None, model: str | 
         output: JSONL to write: each input record plus `prediction` and `finish_reason` (stop | length).
         model: base model dir, hub id or `tiny` (default: the adapter's base, else tiny).
         adapter: LoRA / DoRA adapter dir written by `qwen-sft train`.
-        template: qwen | qwen1.5-sft-legacy (default: the one the adapter was trained with, else qwen).
+        template: auto | qwen1.5 | qwen2 | qwen2.5 | qwen3 | qwen1.5-sft-legacy (default: the adapter's, else auto).
         data_format: auto | alpaca | sharegpt | messages.
         max_new_tokens: at most this many generated tokens per answer.
         temperature: 0 = greedy (deterministic); > 0 samples.
@@ -268,7 +272,7 @@ def chat(*, model: str | None = None, adapter: str | None = None, template: str 
     Args:
         model: base model dir, hub id or `tiny` (default: the adapter's base, else tiny).
         adapter: LoRA / DoRA adapter dir written by `qwen-sft train`.
-        template: qwen | qwen1.5-sft-legacy (default: the one the adapter was trained with, else qwen).
+        template: auto | qwen1.5 | qwen2 | qwen2.5 | qwen3 | qwen1.5-sft-legacy (default: the adapter's, else auto).
         system: system prompt (default: the template's).
         max_new_tokens: at most this many generated tokens per answer.
         temperature: 0 = greedy (deterministic); > 0 samples.

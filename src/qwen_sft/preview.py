@@ -6,7 +6,7 @@ import json
 import sys
 
 from qwen_sft.data import load_samples
-from qwen_sft.template import IGNORE_INDEX, encode_example, get_template
+from qwen_sft.template import IGNORE_INDEX, encode_sample, get_template
 
 TRAINED_ON, TRAINED_OFF = "\033[1;32m", "\033[0m"  # green = trained; plain = context only
 
@@ -17,8 +17,8 @@ def preview(data: str, *, template: str = "qwen", loss: str = "all", max_length:
 
     Args:
         data: JSON / JSONL file, save_to_disk dir or hub dataset name.
-        template: qwen | qwen1.5-sft-legacy.
-        loss: which tokens are trained: all | assistant | last.
+        template: qwen1.5 (= qwen) | qwen2 | qwen2.5 | qwen3 | qwen1.5-sft-legacy.
+        loss: which tokens are trained: all | assistant | last | assistant_no_reasoning | last_no_reasoning.
         max_length: truncate to this many tokens (as training would).
         n: how many examples to show (0 = all).
         json_lines: print one JSON object per example (input_ids, labels, text) instead.
@@ -27,13 +27,14 @@ def preview(data: str, *, template: str = "qwen", loss: str = "all", max_length:
     """
     from qwen_sft.tokenizer import build_tokenizer
 
-    tokenizer, chat_template = build_tokenizer(), get_template(template)
+    chat_template = get_template(template)
+    tokenizer = build_tokenizer(chat_template.tokenizer_family)  # the family's added tokens: <tool_call>, <think>
     samples = load_samples(data, fmt=data_format)
     shown = samples if n == 0 else samples[:n]
     color = sys.stdout.isatty() if color is None else color
     truncated = 0
     for sample in shown:
-        example = encode_example(sample.messages, tokenizer, chat_template, loss=loss, max_length=max_length)
+        example = encode_sample(sample, tokenizer, chat_template, loss=loss, max_length=max_length)
         truncated += example.truncated
         if json_lines:
             print(json.dumps({"where": sample.where, "input_ids": example.input_ids, "labels": example.labels,

@@ -389,7 +389,7 @@ def serve(*, model: str | None = None, adapter: str | None = None, template: str
     Args:
         model: model dir, hub id or `tiny` (default: the adapter's base model, else `tiny`).
         adapter: LoRA/DoRA adapter dir written by `qwen-sft train`.
-        template: chat template; default: the adapter's (or model dir's) run_config.yaml, else `qwen`.
+        template: chat template; default: the adapter's (or model dir's) run_config.yaml, else `auto`.
         host: interface to bind; anything but 127.0.0.1 exposes the server to the network.
         port: TCP port.
         api_key: require `Authorization: Bearer KEY` (default: $QWEN_SFT_API_KEY; none = no auth).

@@ -34,7 +34,8 @@ from qwen_sft.data import load_samples
 from qwen_sft.errors import UserError
 from qwen_sft.loss import chunked_cross_entropy, count_trained_tokens
 from qwen_sft.model import add_legacy_config_keys, base_model_shape, load_tokenizer, resolve_dtype, resolve_model_path
-from qwen_sft.template import IGNORE_INDEX, encode_example, get_template
+from qwen_sft.template import IGNORE_INDEX, encode_sample
+from qwen_sft.template_proof import resolve_template
 
 log = logging.getLogger(__name__)
 STAGING = ".staging"  # checkpoints are written here, then renamed into place
@@ -142,11 +143,11 @@ def train(cfg: TrainConfig) -> Path:
 
 def build_dataset(source: str, tokenizer, cfg: TrainConfig, split: str) -> list:
     """Samples → tokenised examples (→ packed bins). Reports truncation; refuses examples with nothing to train."""
-    template = get_template(cfg.template)
+    template = resolve_template(cfg.template, tokenizer)
     samples = load_samples(source, fmt=cfg.data_format, skip_bad=cfg.skip_bad)
     examples, truncated = [], 0
     for sample in samples:
-        example = encode_example(sample.messages, tokenizer, template, loss=cfg.loss, max_length=cfg.max_length)
+        example = encode_sample(sample, tokenizer, template, loss=cfg.loss, max_length=cfg.max_length)
         truncated += example.truncated
         if all(label == IGNORE_INDEX for label in example.labels[1:]):  # position 0 is never predicted
             raise UserError(f"{sample.where}: nothing left to train after truncation to max_length={cfg.max_length} "
