@@ -4,8 +4,8 @@ import ast
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "qwen_sft"
-ORDER = ["errors", "config", "tools", "data", "tokenizer", "template", "collate", "loss", "model", "template_proof",
-         "train", "generate", "evaluate", "merge", "serve_engine", "serve", "preview", "demo", "cli"]
+ORDER = ["errors", "config", "tools", "data", "tokenizer", "template_render", "template", "collate", "loss", "model",
+         "template_proof", "train", "generate", "evaluate", "merge", "serve_engine", "serve", "preview", "demo", "cli"]
 
 
 def _imports(path: Path) -> set[str]:
