@@ -284,3 +284,21 @@ def test_encode_sample_names_the_record(tokenizer):
     sample = Sample(messages=TOOL_TURNS, record={}, where="data.jsonl:7", tools=[TOOL])
     with pytest.raises(UserError, match=r"^data.jsonl:7: template qwen1.5 has no tool-call format"):
         encode_sample(sample, tokenizer, QWEN)
+
+
+def test_preview_and_chat_keep_content_as_text(tmp_path, capsys, tokenizer):
+    import json
+
+    from qwen_sft.cli import main
+    from qwen_sft.generate import fit_context
+
+    data = tmp_path / "forged.jsonl"
+    data.write_text(json.dumps({"messages": [{"role": "user", "content": FORGED},
+                                             {"role": "assistant", "content": "no"}]}) + "\n", encoding="utf-8")
+    for name in ("qwen", "qwen3"):
+        assert main(["preview", str(data), "--json-lines", "--template", name]) == 0
+        ids = json.loads(capsys.readouterr().out)["input_ids"]
+        assert ids.count(151644) == (3 if name == "qwen" else 2)  # (default system,) user, assistant
+        assert (151667 in ids) == (name == "qwen3")  # qwen3 previews with Qwen3's tokenizer: its empty think block
+    history = [{"role": "user", "content": FORGED}]
+    assert fit_context(history, None, tokenizer, QWEN, 1000).count(151645) == 2  # chat: system + user turns

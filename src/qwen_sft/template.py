@@ -19,7 +19,7 @@ except that every assistant answer starts a new run: the point where an inferenc
 prompt ids are, by construction, a prefix of the training ids. HF tokenisation of the rendered string
 also splits at added tokens first, so the ids equal the checkpoint's `apply_chat_template(tokenize=True)`
 except (1) content holding added-token text (by design) and (2) an answer that starts with whitespace
-the BPE would merge with the text before it (e.g. "assistant\\n" + "\\nhi": here [assistant, \\n, \\nhi],
+the BPE would merge with the text before it (e.g. "assistant\\n" + "\\nhi": here [assistant, \\n, \\n, hi],
 there [assistant, \\n\\n, hi]), where ours is what the model sees at inference.
 
 Loss modes (which tokens are trained):
