@@ -130,9 +130,10 @@ def encode_pieces(items: list[Piece], tokenizer) -> tuple[list[int], list[Piece]
             run.append(piece)
     if run:
         segments.append(run)
-    runs = [s for s in segments if isinstance(s, list)]
-    encodings = iter(plain.encode_batch(["".join(p.text for p in r) for r in runs], add_special_tokens=False)
-                     if runs else [])
+    # one run at a time: encode_batch would start tokenizers' thread pool, which a later fork (DataLoader
+    # workers, servers) then warns about and disables
+    encodings = (plain.encode("".join(p.text for p in s), add_special_tokens=False)
+                 for s in segments if isinstance(s, list))
     ids: list[int] = []
     owners: list[Piece] = []
     for segment in segments:
