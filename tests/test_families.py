@@ -73,12 +73,11 @@ def test_merged_chat_template_gives_the_ids_training_used(trained):
         assert used[2]["labels"][used[2]["input_ids"].index(151657) - 1] == IGNORE_INDEX  # "assistant\n" is not
 
 
+@pytest.mark.parametrize("trained", ["qwen3"], indirect=True)
 def test_qwen3_prompts_with_thinking_on_and_off(trained):
     from transformers import AutoTokenizer
 
     family, cfg, merged = trained
-    if family != "qwen3":
-        pytest.skip("thinking is Qwen3's")
     tokenizer, template = AutoTokenizer.from_pretrained(merged), get_template("qwen3")
     used = build_dataset(cfg.data, tokenizer, cfg, "train")
     for thinking in (True, False):

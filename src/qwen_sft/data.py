@@ -141,10 +141,11 @@ def to_tools(record: dict, fmt: str) -> list[dict] | None:
 def _sharegpt(turn, i: int) -> dict:
     role = _role(turn, i, "from", SHAREGPT_ROLES, "conversations")
     value = _text(turn, "value", f"conversations[{i}].value")
-    if role == "function_call":
-        return {"role": "assistant", "content": "",
-                "tool_calls": normalize_tool_calls(value, f"conversations[{i}].value")
-                or _missing(f"conversations[{i}].value")}
+    if role == "function_call":  # LLaMA-Factory: the assistant's call(s) as JSON, without text
+        calls = normalize_tool_calls(value, f"conversations[{i}].value")
+        if not calls:
+            raise BadRecord(f"field 'conversations[{i}].value': no tool call in it")
+        return {"role": "assistant", "content": "", "tool_calls": calls}
     return {"role": role, "content": value}
 
 
@@ -165,9 +166,6 @@ def _openai(turn, i: int) -> dict:
                 message[key] = _text(turn, key, f"messages[{i}].{key}")
     return message
 
-
-def _missing(name: str):
-    raise BadRecord(f"field {name!r}: no tool call in it")
 
 
 def _alpaca(record: dict) -> list[dict]:
