@@ -142,7 +142,7 @@ def predict_samples(model, tokenizer, samples, chat_template, sampling: Sampling
 
     if batch_size < 1:
         raise UserError(f"batch_size: must be >= 1, got {batch_size}")
-    prompts = [encode_prompt(prompt_messages(s.messages), tokenizer, chat_template) for s in samples]
+    prompts = [encode_prompt(prompt_messages(s.messages), tokenizer, chat_template, s.tools) for s in samples]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # longest first: OOM shows up at once
     results: list = [None] * len(prompts)
     with tqdm(total=len(prompts), desc="predict", unit="ex", disable=not progress) as bar:
