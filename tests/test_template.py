@@ -85,14 +85,14 @@ def test_legacy_assistant_mode_trains_answer_after_the_unnewlined_prompt(tokeniz
     assert tokenizer.decode(example.input_ids).endswith("<|im_start|>assistant纯棉的。<|im_end|>\n")
 
 
-def test_truncation_keeps_the_closing_im_end(tokenizer):
+def test_a_cut_answer_is_trained_up_to_the_cut_without_an_end(tokenizer):
+    # closing it with <|im_end|> would teach the model to stop mid-sentence
     long_answer = [{"role": "user", "content": "介绍一下"}, {"role": "assistant", "content": "很长的回答。" * 50}]
     full = encode_example(long_answer, tokenizer, QWEN, loss="assistant")
     cut = encode_example(long_answer, tokenizer, QWEN, loss="assistant", max_length=40)
     assert not full.truncated and cut.truncated
-    assert len(cut.input_ids) == 40
-    assert cut.input_ids[-1] == 151645 and cut.labels[-1] == 151645
-    assert cut.input_ids[:39] == full.input_ids[:39]
+    assert cut.input_ids == full.input_ids[:40] and cut.labels == full.labels[:40]
+    assert 151645 not in cut.input_ids[-5:] and cut.labels[-1] == cut.input_ids[-1] != 151645
 
 
 def test_truncation_inside_the_prompt_leaves_no_trained_tokens_in_assistant_mode(tokenizer):
@@ -260,13 +260,14 @@ def test_tool_calls_are_trained_and_tool_results_are_not(family_tokenizer):
             "It is 18°C.<|im_end|>"], name
 
 
-def test_truncation_inside_reasoning_closes_the_answer(family_tokenizer):
+def test_truncation_inside_reasoning_trains_up_to_the_cut(family_tokenizer):
     tokenizer, qwen3 = family_tokenizer("qwen3"), get_template("qwen3")
     long = [{"role": "user", "content": "think"},
             {"role": "assistant", "reasoning_content": "hmm " * 50, "content": "ok"}]
+    full = encode_example(long, tokenizer, qwen3, loss="assistant")
     cut = encode_example(long, tokenizer, qwen3, loss="assistant", max_length=20)
-    assert cut.truncated and cut.input_ids[-1] == cut.labels[-1] == 151645
-    assert cut.input_ids[:19] == encode_example(long, tokenizer, qwen3).input_ids[:19]
+    assert cut.truncated and cut.input_ids == full.input_ids[:20] and cut.labels == full.labels[:20]
+    assert cut.labels[-1] == cut.input_ids[-1] != 151645  # reasoning trained to the cut, not closed
 
 
 def test_tools_and_reasoning_need_a_template_that_renders_them(tokenizer):

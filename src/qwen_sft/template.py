@@ -36,9 +36,9 @@ reasoning gets the empty block `<think>\\n\\n</think>\\n\\n`: that is the thinki
 (`enable_thinking=False`), template text the model never generates, so it is context in every mode but
 `all` (which trains every token, this block included), and the answer run starts after it.
 
-Truncation (max_length): the first max_length tokens are kept; if the cut falls inside an assistant
-answer its last kept token becomes <|im_end|>, so an answer that is trained at all is still closed (the
-model never learns to run on). Later messages are dropped.
+Truncation (max_length): the first max_length tokens are kept and later messages are dropped. An answer the
+cut falls inside is trained up to the cut and gets no end token: replacing its last token by <|im_end|> would
+teach the model to stop mid-sentence, and letting it run on is not taught either (nothing follows the cut).
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def encode_example(messages: list[dict], tokenizer, template: Template, loss: st
     Args:
         messages: [{"role", "content", "reasoning_content"?, "tool_calls"?}, ...] (data.Sample.messages).
         loss: all | assistant | last | assistant_no_reasoning | last_no_reasoning (module docstring).
-        max_length: cut to this many tokens, keeping a trained answer's closing <|im_end|>.
+        max_length: cut to this many tokens (a cut answer keeps no end token; see the module docstring).
         tools: OpenAI tool definitions (data.Sample.tools).
 
     Raises:
@@ -218,12 +218,7 @@ def encode_example(messages: list[dict], tokenizer, template: Template, loss: st
     labels = [token if keep else IGNORE_INDEX for token, keep in zip(ids, trained)]
     if max_length is None or len(ids) <= max_length:
         return Example(input_ids=ids, labels=labels)
-    ids, labels = ids[:max_length], labels[:max_length]
-    if owners[max_length - 1].part != Part.CONTEXT:  # cut inside an answer: close it
-        ids[-1] = tokenizer.convert_tokens_to_ids("<|im_end|>")
-        if labels[-1] != IGNORE_INDEX:
-            labels[-1] = ids[-1]
-    return Example(input_ids=ids, labels=labels, truncated=True)
+    return Example(input_ids=ids[:max_length], labels=labels[:max_length], truncated=True)
 
 
 def encode_sample(sample, tokenizer, template: Template, loss: str = "all", max_length: int | None = None) -> Example:
