@@ -223,7 +223,8 @@ def run_qwen_sft(spec: dict, out: Path) -> dict:
     overrides = {"model": "tiny", "data": spec["data"], "output_dir": str(out), "overwrite": True, "resume": "never",
                  "dtype": spec["dtype"], "max_length": spec["max_length"], "packing": spec["mode"] == "packed",
                  "per_device_train_batch_size": spec["batch_size"], "num_train_epochs": 1, "seed": SEED,
-                 "logging_steps": 10, "save_steps": 10 ** 6, "lora.r": 8, "lora.alpha": 16, "loss": "all"}
+                 "logging_steps": 10, "save_steps": 10 ** 6, "lora.r": 8, "lora.alpha": 16, "loss": "all",
+                 "forecast": False}  # the comparison is training alone: no pre-flight micro-run in its RSS / wall
     if spec.get("chunk_size"):
         overrides["chunk_size"] = spec["chunk_size"]
     train(load_config(None, overrides))

@@ -22,7 +22,8 @@ STAGING = ".staging"
 # Keys that may change between an interrupted run and its resumption without making it a different run
 # (TrainingArguments keys passed through, such as report_to or optim, are resumable too).
 RESUMABLE_CHANGES = {"resume", "overwrite", "learning_rate", "logging_steps", "save_steps", "save_total_limit",
-                     "eval_steps", "max_steps", "num_train_epochs", "skip_bad", "per_device_eval_batch_size"}
+                     "eval_steps", "max_steps", "num_train_epochs", "skip_bad", "per_device_eval_batch_size",
+                     "force", "dry_run", "forecast"}
 
 
 def checkpoints(output_dir: Path) -> list[Path]:

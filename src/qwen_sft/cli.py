@@ -17,6 +17,7 @@ COMMANDS = {
     "demo": "qwen_sft.commands.demo",
     "init-tiny": "qwen_sft.commands.init_tiny",
     "preview": "qwen_sft.commands.preview",
+    "check": "qwen_sft.commands.check",
     "train": "qwen_sft.commands.train",
     "predict": "qwen_sft.commands.predict",
     "chat": "qwen_sft.commands.chat",

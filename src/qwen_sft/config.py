@@ -102,6 +102,10 @@ class TrainArgs:
     seed: int = arg(42, "random seed: data order, adapter init, dropout")
     chunk_size: int = arg(256, "tokens per chunk of the fused output layer + loss (memory vs speed; see bench/)",
                           low=1)
+    force: bool = arg(False, "train even when `qwen-sft check` (run first by train) reports a FAIL")
+    dry_run: bool = arg(False, "run the check (and forecast) only, then stop: nothing but check.json is written")
+    forecast: bool = arg(True, "forecast memory and time from a 3-step micro-run (seconds) at the start; false "
+                               "skips it")
     extra: dict = arg(help="other TrainingArguments keys, passed through", factory=dict)
 
     def resolve(self) -> list[str]:

@@ -56,7 +56,7 @@ class BadRecord(ValueError):
 
 
 def load_samples(source: str | Path, fmt: str = "auto", require_answer: bool = True,
-                 skip_bad: bool = False) -> list[Sample]:
+                 skip_bad: bool = False, problems: list | None = None) -> list[Sample]:
     """Read every record of `source` into `Sample`s.
 
     Args:
@@ -66,6 +66,7 @@ def load_samples(source: str | Path, fmt: str = "auto", require_answer: bool = T
             For prediction inputs set False: a trailing empty answer or a conversation ending on a user
             turn is accepted.
         skip_bad: skip malformed records instead of failing; how many and where is logged.
+        problems: if given, (where, error) of each skipped record is appended to it (`qwen-sft check` counts them).
 
     Raises:
         UserError: one line naming file, line and field, for the first bad record (unless skip_bad),
@@ -89,6 +90,8 @@ def load_samples(source: str | Path, fmt: str = "auto", require_answer: bool = T
             validate_messages(messages, require_answer)
             tools = to_tools(record, fmt)
         except (BadRecord, ToolFormatError) as err:
+            if problems is not None:
+                problems.append((where, err))
             if not skip_bad:
                 raise UserError(f"{where}: {err}") from None
             bad.append(f"{where}: {err}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+from qwen_sft import data_cache
 from qwen_sft.data import Sample, load_samples
 from qwen_sft.errors import UserError
 from qwen_sft.template import IGNORE_INDEX, Example, Template, encode_sample
@@ -49,14 +50,26 @@ def encode_samples(samples: list[Sample], tokenizer, template: Template, *, loss
 
 
 def load_examples(source: str, tokenizer, template: Template, *, fmt: str = "auto", loss: str = "all",
-                  max_length: int | None = None, skip_bad: bool = False, split: str = "train") -> Encoded:
+                  max_length: int | None = None, skip_bad: bool = False, split: str = "train",
+                  cache: bool = False) -> Encoded:
     """`load_samples` + `encode_samples`, with what happened to the data logged.
+
+    Args:
+        cache: reuse the encoding a previous run stored in the tokenised-data cache (`data_cache`), else store it.
 
     Raises:
         UserError: bad records (see `data.load_samples`) or untrainable examples (see `encode_samples`).
     """
-    encoded = encode_samples(load_samples(source, fmt=fmt, skip_bad=skip_bad), tokenizer, template, loss=loss,
-                             max_length=max_length, skip_bad=skip_bad)
+    samples = load_samples(source, fmt=fmt, skip_bad=skip_bad)
+    key = data_cache.cache_key(source, tokenizer, template, fmt=fmt, loss=loss, max_length=max_length) if cache \
+        else None
+    hit = data_cache.load(key, samples) if key else None
+    if hit is not None and (skip_bad or not hit["skipped"]):  # else encode_samples raises for the first skipped
+        encoded = Encoded(**hit)
+    else:
+        encoded = encode_samples(samples, tokenizer, template, loss=loss, max_length=max_length, skip_bad=skip_bad)
+        if key:
+            data_cache.store(key, samples, encoded)
     if encoded.skipped:
         log.warning("skip_bad: left out %d example(s) of %s with nothing to train:\n  %s", len(encoded.skipped),
                     source, "\n  ".join(encoded.skipped[:20]) + ("\n  ..." if len(encoded.skipped) > 20 else ""))

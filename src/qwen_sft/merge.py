@@ -6,7 +6,9 @@ unchanged. Two things are set so the merged model behaves as it did under `qwen-
   chat template          the template the adapter was trained with: for qwen2 / qwen2.5 / qwen3 the family's
                          published Jinja (proven equal to `render`), else generated from `render`'s rules,
                          so a server applying it builds the prompts training saw
-  generation_config.json eos_token_id = [<|im_end|>, <|endoftext|>]: servers stop where `generate` stops
+  generation_config.json eos_token_id = [<|im_end|>, <|endoftext|>]: servers stop where `generate` stops;
+                         config.json's eos_token_id and the tokenizer's eos_token are <|im_end|> and every pad
+                         id the tokenizer's, as in Qwen's own chat checkpoints (`qwen-sft check` verifies them)
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from qwen_sft.checks.checkpoint import align_stop_tokens
 from qwen_sft.errors import UserError
 from qwen_sft.files import atomic_dir
 from qwen_sft.model import (
@@ -26,7 +29,7 @@ from qwen_sft.model import (
     resolve_model_path,
 )
 from qwen_sft.run import resolve_base, trained_template
-from qwen_sft.template import Template, get_template, stop_token_ids
+from qwen_sft.template import Template, get_template
 from qwen_sft.template_proof import resolve_template as template_for
 from qwen_sft.tokenizer import official_chat_template
 
@@ -65,8 +68,7 @@ def merge_adapter(adapter: str | Path, output: str | Path, model: str | None = N
     chat_template = template_for(name, tokenizer)  # before the tokenizer's own template is replaced
     log.info("merging %s into %s (%s)", adapter, base, str(torch_dtype).removeprefix("torch."))
     merged = peft_model.merge_and_unload()  # W + scale * B @ A (DoRA: magnitude-rescaled), adapters removed
-    merged.generation_config.eos_token_id = stop_token_ids(tokenizer)
-    merged.generation_config.pad_token_id = tokenizer.pad_token_id
+    align_stop_tokens(merged, tokenizer)  # config.json, generation_config.json and tokenizer: the same ids
     tokenizer.chat_template = chat_template_jinja(chat_template)
 
     with atomic_dir(output) as tmp:  # written whole or not at all

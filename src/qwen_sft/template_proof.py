@@ -124,6 +124,16 @@ def verify_against_checkpoint(template: Template, tokenizer) -> None:
             _check(template, tokenizer, proof.name + label, conversation, tools, generation, thinking)
 
 
+def verify_conversation(template: Template, tokenizer, name: str, messages: list[dict], tools=None, *,
+                        generation: bool = False, thinking: bool = True) -> None:
+    """`verify_against_checkpoint` for one conversation (`qwen-sft check` proves a sample of the user's data).
+
+    Raises:
+        TemplateMismatch (a UserError): naming the conversation `name` and the first difference.
+    """
+    _check(template, tokenizer, name, messages, tools, generation, thinking)
+
+
 def _check(template: Template, tokenizer, name: str, messages: list[dict], tools, generation: bool,
            thinking: bool) -> None:
     items = pieces(messages, template, generation, tools, thinking)

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from qwen_sft.checkpoints import check_free_space, checkpoint_step, latest_checkpoint, prepare_output_dir
+from qwen_sft.checks.run import check_before_training, dry_run, finish_check
 from qwen_sft.collate import PackedCollator, PadCollator, pack_examples
 from qwen_sft.config import Config
 from qwen_sft.dataset import load_examples
@@ -36,6 +37,8 @@ def train(cfg: Config) -> Path:
     """
     from accelerate import PartialState
 
+    if cfg.train.dry_run:  # `qwen-sft check` alone: nothing is loaded for training, nothing but check.json written
+        return dry_run(cfg)
     output_dir = Path(cfg.train.output_dir)
     on_cpu = not torch.cuda.is_available()
     process = PartialState(cpu=on_cpu)  # under torchrun / accelerate launch: joins the process group (gloo on CPU)
@@ -46,13 +49,16 @@ def train(cfg: Config) -> Path:
         cfg.model.template = template.name  # run_config.yaml records (and a rerun compares) the real name
         resume_from = prepare_output_dir(cfg, clean=process.is_main_process)
     dtype = resolve_dtype(cfg.model.dtype, allow_fp16=cfg.model.allow_fp16)
-    torch.manual_seed(cfg.train.seed)
 
     data = cfg.data
     datasets = [load_examples(source, tokenizer, template, fmt=data.data_format, loss=data.loss,
-                              max_length=data.max_length, skip_bad=data.skip_bad, split=split)
+                              max_length=data.max_length, skip_bad=data.skip_bad, split=split, cache=True)
                 if source else None for source, split in ((data.data, "train"), (data.eval_data, "eval"))]
+    # prompts, data, checkpoint, forecast: a FAIL stops here, before the model loads (unless force)
+    report = check_before_training(cfg, model_path, tokenizer, template, datasets, resume_from,
+                                   process.is_main_process)
     train_set, eval_set = (_rows(d.examples, cfg) if d else None for d in datasets)
+    torch.manual_seed(cfg.train.seed)  # after the forecast's micro-run: the adapters start as without it
     model = load_for_training(model_path, cfg, dtype)
     if cfg.train.finetuning == "full" and process.is_main_process:  # fp32 weights + two Adam moments
         check_free_space(output_dir, 3 * 4 * sum(p.numel() for p in model.parameters()))
@@ -94,6 +100,7 @@ def train(cfg: Config) -> Path:
         trainer.train_log.plot()
         log.info("saved %s to %s (loss curve: %s)", "model" if cfg.train.finetuning == "full" else "adapter",
                  output_dir, trainer.train_log.plot_path)
+    finish_check(report, output_dir, trainer.is_world_process_zero())  # forecast vs measured
     return output_dir
 
 

@@ -1,0 +1,212 @@
+"""Every check, and the forecast, on the config `train` would run: `qwen-sft check` and the start of `train`.
+
+`check(cfg)` loads what `train` loads (tokenizer, template, data: through the tokenised-data cache, so the
+`train` that follows does not tokenise again), runs the checks, then (no FAIL, or `force`) the forecast.
+`check_before_training` does the same on what `train` has already loaded, before the model loads, so a FAIL
+costs seconds: it stops the run unless `force: true`. `finish_check` puts the measured peak memory and wall
+time beside the forecast at the end of `train`. Each writes check.json into the output dir.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from qwen_sft.checkpoints import checkpoint_step, latest_checkpoint
+from qwen_sft.checks import checkpoint, data_checks, prompt
+from qwen_sft.checks.report import FAIL, PASS, WARN, Finding, Report
+from qwen_sft.config import Config
+from qwen_sft.data import load_samples
+from qwen_sft.dataset import Encoded, encode_samples, load_examples
+from qwen_sft.errors import UserError
+from qwen_sft.files import read_jsonl
+from qwen_sft.micro_run import forecast_run, make_collator
+from qwen_sft.model import load_tokenizer, resolve_model_path
+from qwen_sft.template import encode_sample
+from qwen_sft.template_proof import resolve_template
+from qwen_sft.usage import current_rss, peak_memory
+
+log = logging.getLogger(__name__)
+
+
+def check(cfg: Config) -> Report:
+    """Load the tokenizer, template and data as `train` does, check them, forecast; write check.json.
+
+    Raises:
+        UserError: a model, tokenizer or data file that cannot be read at all.
+    """
+    model_path = resolve_model_path(cfg.model.model or "tiny")
+    tokenizer = load_tokenizer(model_path)
+    try:
+        template = resolve_template(cfg.model.template, tokenizer)
+    except UserError as err:  # nothing prompt- or data-related can be checked without a template
+        report = Report(_header(cfg, model_path, None))
+        report.add(Finding("prompt.template", FAIL, str(err), fix="template: the checkpoint's family"))
+        return _show(_checkpoint_only(report, cfg, model_path, tokenizer), cfg, main=True)
+    data = cfg.data
+    problems: list = []
+    samples = load_samples(data.data, fmt=data.data_format, skip_bad=True, problems=problems)
+    n_records = len(samples) + len(problems)
+    train = _encode(data.data, samples, tokenizer, template, cfg, problems)
+    evaluation = None
+    if data.eval_data:
+        evaluation = _encode(data.eval_data, load_samples(data.eval_data, fmt=data.data_format, skip_bad=True),
+                             tokenizer, template, cfg, [])
+    last = latest_checkpoint(Path(cfg.train.output_dir)) if cfg.train.resume == "auto" else \
+        None if cfg.train.resume == "never" else cfg.train.resume
+    report = Report(_header(cfg, model_path, template))
+    return _run(report, cfg, model_path, tokenizer, template, train, evaluation, problems, n_records,
+                checkpoint_step(last) if last else 0, main=True)
+
+
+def dry_run(cfg: Config) -> Path:
+    """`train --dry-run`: the check alone (nothing but check.json is written), then stop.
+
+    Raises:
+        UserError: any FAIL, unless `force: true`.
+    """
+    stop_on_failure(check(cfg), cfg)
+    return Path(cfg.train.output_dir)
+
+
+def check_before_training(cfg: Config, model_path: str, tokenizer, template, datasets: list, resume_from: str | None,
+                          main: bool) -> Report:
+    """The checks on what `train` loaded (`datasets`: its train and eval `Encoded`), before the model loads.
+
+    Raises:
+        UserError: any FAIL, unless `force: true`.
+    """
+    problems: list = []
+    n_records = len(datasets[0].samples) + len(datasets[0].skipped)
+    if cfg.data.skip_bad:  # the records load_samples skipped are only logged: count them again
+        n_records = len(load_samples(cfg.data.data, fmt=cfg.data.data_format, skip_bad=True, problems=problems)) \
+            + len(problems)
+    report = Report(_header(cfg, model_path, template))
+    _run(report, cfg, model_path, tokenizer, template, datasets[0], datasets[1], problems, n_records,
+         checkpoint_step(resume_from) if resume_from else 0, main)
+    stop_on_failure(report, cfg)
+    report.clock = time.perf_counter()  # the forecast's time window starts here: model load to the end
+    return report
+
+
+def stop_on_failure(report: Report, cfg: Config) -> None:
+    """Raises UserError when a check failed, unless `force: true`."""
+    if report.failed and not cfg.train.force:
+        names = ", ".join(f.name for f in report.failed)
+        raise UserError(f"check: {len(report.failed)} FAIL ({names}): training stopped before loading the model; "
+                        f"fix them (see the table above and {Path(cfg.train.output_dir) / 'check.json'}), or set "
+                        "force: true to train anyway")
+
+
+def _run(report: Report, cfg: Config, model_path: str, tokenizer, template, train: Encoded,
+         evaluation: Encoded | None, problems: list, n_records: int, resume_step: int, main: bool) -> Report:
+    started = time.perf_counter()
+    data, samples = cfg.data, train.samples
+    special, special_wheres = data_checks.check_special_tokens(samples, tokenizer, template)
+    collator = make_collator(cfg, tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else None
+    for finding in (
+        prompt.check_template(samples, tokenizer, template, special_wheres),
+        prompt.check_terminator(train, tokenizer, template, collator, data.loss),
+        prompt.check_pad(tokenizer),
+        prompt.check_thinking(samples, tokenizer, template, data.loss),
+        prompt.check_empty_think(train, tokenizer, template, data.loss),
+        prompt.check_dropped_reasoning(samples, template),
+    ):
+        report.add(finding)
+    lengths, lost = data_checks.full_lengths(train, tokenizer, template, data.max_length)
+    for finding in (
+        data_checks.check_records(problems, n_records, data.skip_bad),
+        data_checks.check_tools(samples, problems),
+        data_checks.check_nothing_to_train(train, len(samples) + len(train.skipped), data.skip_bad, data.max_length),
+        data_checks.check_truncation(train, lengths, lost, data.max_length),
+        data_checks.check_duplicates(samples),
+        data_checks.check_overlap(samples, evaluation.samples if evaluation else None),
+        special,
+        data_checks.check_long(lengths, [s.where for s in samples]),
+    ):
+        report.add(finding)
+    _checkpoint_only(report, cfg, model_path, tokenizer)
+    log.info("checks done in %.1f s", time.perf_counter() - started)
+    if main and cfg.train.forecast and train.examples and (not report.failed or cfg.train.force):
+        report.forecast = forecast_run(cfg, model_path, tokenizer.pad_token_id, train.examples,
+                                       evaluation.examples if evaluation else None, resume_step, current_rss())
+        report.add(_memory_finding(report.forecast["memory"]))
+    return _show(report, cfg, main)
+
+
+def _show(report: Report, cfg: Config, main: bool) -> Report:
+    """The table on stdout and check.json, from the main process."""
+    if main:
+        print(report.table(), flush=True)
+        report.write(cfg.train.output_dir)
+    return report
+
+
+def _checkpoint_only(report: Report, cfg: Config, model_path: str, tokenizer) -> Report:
+    for finding in (checkpoint.check_eos_pad(model_path, tokenizer),
+                    checkpoint.check_tied(model_path, cfg.lora.targets, cfg.train.finetuning),
+                    checkpoint.check_dtype(cfg.model, model_path), checkpoint.check_sampling(model_path)):
+        report.add(finding)
+    return report
+
+
+def _encode(source: str, samples: list, tokenizer, template, cfg: Config, problems: list) -> Encoded:
+    """`train`'s encoding, through the cache; if a sample cannot be encoded, each one that cannot is added to
+    `problems` and the rest are encoded."""
+    data = cfg.data
+    try:
+        return load_examples(source, tokenizer, template, fmt=data.data_format, loss=data.loss,
+                             max_length=data.max_length, skip_bad=True, cache=True)
+    except UserError:
+        pass
+    good = []
+    for sample in samples:
+        try:
+            encode_sample(sample, tokenizer, template, data.loss, data.max_length)
+            good.append(sample)
+        except UserError as err:
+            problems.append((sample.where, str(err).removeprefix(f"{sample.where}: ")))
+    return encode_samples(good, tokenizer, template, loss=data.loss, max_length=data.max_length, skip_bad=True)
+
+
+def _memory_finding(memory: dict) -> Finding:
+    gib, peak, available = 2 ** 30, memory["peak"], memory["available"]
+    text = f"predicted peak {peak / gib:.2f} GiB of {available / gib:.1f} GiB available ({memory['kind']})"
+    fix = ("lower per_device_train_batch_size (raise gradient_accumulation_steps to keep the batch), max_length or "
+           "chunk_size, or set gradient_checkpointing: true")
+    if available and peak > 1.1 * available:  # beyond the forecast's error: it will not fit
+        return Finding("forecast.memory", FAIL, text + ": out of memory", fix=fix)
+    if available and peak > 0.85 * available:
+        return Finding("forecast.memory", WARN, text + ": tight", fix=fix)
+    return Finding("forecast.memory", PASS, text)
+
+
+def _header(cfg: Config, model_path: str, template) -> str:
+    name = template.name if template else "?"
+    return (f"qwen-sft check: model {cfg.model.model or 'tiny'} ({model_path}), template {name}, loss {cfg.data.loss}, "
+            f"max_length {cfg.data.max_length}, {cfg.train.finetuning}; data {cfg.data.data}")
+
+
+def finish_check(report: Report, output_dir: str | Path, main: bool) -> None:
+    """After `train`: the measured peak memory, wall time and tokens/s beside the forecast (log + check.json)."""
+    if not main:
+        return
+    records = read_jsonl(Path(output_dir) / "train_log.jsonl")
+    runtime = next((r["train_runtime"] for r in reversed(records) if "train_runtime" in r), None)
+    rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r][1:]  # the first includes warming up
+    report.measured = {"peak": peak_memory(), "wall_s": time.perf_counter() - report.clock, "loop_s": runtime,
+                       "tokens_per_s": sum(rates) / len(rates) if rates else None}
+    forecast = report.forecast
+    if forecast:
+        gib, m = 2 ** 30, report.measured
+        predicted = (forecast["memory"]["peak"], forecast["time"]["wall_s"], forecast["time"]["tokens_per_s"])
+        log.info("forecast vs measured: peak memory %.2f vs %.2f GiB (%+.0f%%), wall %.0f vs %.0f s (%+.0f%%), "
+                 "%.0f vs %.0f trained tokens/s", predicted[0] / gib, m["peak"] / gib, _error(predicted[0], m["peak"]),
+                 predicted[1], m["wall_s"], _error(predicted[1], m["wall_s"]), predicted[2], m["tokens_per_s"] or 0)
+        report.measured["error"] = {"peak": _error(predicted[0], m["peak"]), "wall": _error(predicted[1], m["wall_s"])}
+    report.write(output_dir)
+
+
+def _error(predicted: float, measured: float) -> float:
+    return round(100.0 * (predicted - measured) / measured, 1) if measured else 0.0

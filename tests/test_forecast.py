@@ -1,0 +1,103 @@
+"""The forecast: its plan counts what the Trainer runs, its activation probe is exact, and on CPU runs of `tiny`
+it lands within 20 % of the measured peak memory and wall time."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from qwen_sft.arguments import load_config
+from qwen_sft.forecast import activation_bytes, loss_bytes, plan_batches
+from qwen_sft.template import Example
+from test_train import small_data
+
+
+def examples(lengths, trained=None):
+    return [Example(list(range(n)), [-100] * (n - (trained or n)) + list(range(trained or n))) for n in lengths]
+
+
+def cfg(**keys):
+    return load_config(None, {"data": "x", **keys})
+
+
+def test_the_plan_counts_steps_and_micro_batches_as_the_trainer_does():
+    data = examples([10] * 10)
+    plan = plan_batches(data, cfg(per_device_train_batch_size=4, gradient_accumulation_steps=2, num_train_epochs=2))
+    # 10 examples / 4 = 3 micro-batches an epoch, 2 steps an epoch (the second with one micro-batch)
+    assert plan["steps"] == 4 and [len(step) for step in plan["plan"]] == [2, 1, 2, 1]
+    assert sum(mb["rows"] for step in plan["plan"] for mb in step) == 20
+    resumed = plan_batches(data, cfg(per_device_train_batch_size=4, max_steps=5), resume_step=3)
+    assert (resumed["steps"], resumed["remaining"], len(resumed["plan"])) == (5, 2, 2)
+    packed = plan_batches(examples([6, 5, 4, 3]), cfg(packing=True, max_length=10, per_device_train_batch_size=1,
+                                                      max_steps=2))
+    assert sorted(mb["width"] for step in packed["plan"] for mb in step) == [8, 10]  # best fit: 6+4, 5+3
+
+
+def test_padded_width_and_trained_tokens():
+    plan = plan_batches(examples([8, 4], trained=3), cfg(per_device_train_batch_size=2, max_steps=1))
+    batch = plan["plan"][0][0]
+    assert (batch["rows"], batch["width"], batch["tokens"], batch["trained"]) == (2, 8, 16, 6)
+
+
+def test_the_loss_buffer_uses_balanced_chunks():
+    shape = {"vocab": 1000}
+    c = cfg(chunk_size=256)
+    assert loss_bytes(817, c, shape, 4, "cpu") == 205 * 1000 * 4  # 4 chunks of 205 rows, not 256 + ... + 49
+    assert loss_bytes(0, c, shape, 4, "cpu") == 0
+
+
+def test_the_probe_fit_predicts_what_autograd_saves_for_another_batch(tiny_path):
+    from qwen_sft.micro_run import _saved_bytes, probe_activations
+    from qwen_sft.train_model import load_for_training
+
+    c = cfg(model="tiny", dtype="fp32")
+    model = load_for_training(tiny_path, c, torch.float32)
+    model.train()
+    probes = probe_activations(model, c, "cpu")
+    measured = _saved_bytes(model, 200, False, "cpu")
+    predicted = activation_bytes(probes["plain"], {"tokens": 200, "rows": 1, "width": 200})
+    assert predicted == pytest.approx(measured, rel=0.01)
+    assert probes["checkpointed"][1] < probes["plain"][1] / 3  # checkpointing saves most of it
+
+
+def test_train_logs_the_forecast_beside_the_measured_figures(tmp_path, caplog):
+    from qwen_sft.train import train
+
+    with caplog.at_level("INFO"):
+        out = train(load_config(None, dict(model="tiny", data=small_data(tmp_path, 8), output_dir=str(tmp_path / "o"),
+                                           max_length=64, per_device_train_batch_size=4, max_steps=2, dtype="fp32")))
+    assert "forecast vs measured: peak memory" in caplog.text
+    saved = json.loads((out / "check.json").read_text())
+    assert saved["forecast"]["time"]["steps"] == 2 and saved["measured"]["peak"] > 0
+    assert set(saved["measured"]["error"]) == {"peak", "wall"}
+
+
+RUNS = {
+    "lora": dict(dtype="fp32", per_device_train_batch_size=4, max_length=256, max_steps=12),
+    "full": dict(finetuning="full", dtype="fp32", per_device_train_batch_size=4, max_steps=6, learning_rate=1e-4),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(RUNS))
+def test_forecast_is_within_20_percent_of_a_measured_cpu_run(tmp_path, name):
+    # separate processes: a process's resident peak cannot be reset, so `check` forecasts and `train` measures
+    from test_check import ADVERTISE
+
+    values = dict(model="tiny", data=str(ADVERTISE), output_dir=str(tmp_path / "out"), logging_steps=5,
+                  save_steps=1000, **RUNS[name])
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(values))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for command in (["check"], ["train", "--no-forecast"]):
+        subprocess.run([sys.executable, "-m", "qwen_sft", command[0], str(config), *command[1:]], check=True, env=env,
+                       timeout=600, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if command == ["check"]:
+            forecast = json.loads((tmp_path / "out" / "check.json").read_text())["forecast"]
+    measured = json.loads((tmp_path / "out" / "check.json").read_text())["measured"]
+    assert forecast["memory"]["peak"] == pytest.approx(measured["peak"], rel=0.2)
+    assert forecast["time"]["wall_s"] == pytest.approx(measured["wall_s"], rel=0.2)
