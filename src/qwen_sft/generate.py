@@ -1,4 +1,4 @@
-"""Generation: `generate_batch` (batched, left-padded, KV-cached), `qwen-sft predict` and `qwen-sft chat`.
+"""`qwen-sft predict` and `qwen-sft chat`, and `generate_batch`; decoding itself is `qwen_sft.generation`'s engine.
 
 Prompts are rendered by `template.encode_prompt`, the function training uses, so the model sees at
 inference exactly the prefix it was trained on. Generation stops at <|im_end|> or <|endoftext|>
@@ -8,20 +8,19 @@ inference exactly the prefix it was trained on. Generation stops at <|im_end|> o
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 import yaml
-from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from qwen_sft.data import load_samples
 from qwen_sft.errors import UserError
+from qwen_sft.generation import Completion, SamplingParams, from_generation_config
+from qwen_sft.generation import generate as engine_generate
+from qwen_sft.generation import stream as engine_stream
 from qwen_sft.model import load_model
 from qwen_sft.template import encode_prompt, get_template, stop_token_ids
 
@@ -29,42 +28,7 @@ log = logging.getLogger(__name__)
 DEFAULT_TEMPLATE = "qwen"
 
 
-@dataclass
-class Sampling:
-    """Decoding settings shared by predict, chat, eval and serve. temperature 0 = greedy (deterministic)."""
-
-    max_new_tokens: int = 512
-    temperature: float = 0.0
-    top_p: float = 1.0
-    top_k: int = 0  # 0 = no top-k cut
-    repetition_penalty: float = 1.0
-
-    def check(self) -> Sampling:
-        """Raises UserError naming every out-of-range setting."""
-        problems = [f"{name}: {why}" for name, bad, why in (
-            ("max_new_tokens", self.max_new_tokens < 1, "must be >= 1"),
-            ("temperature", self.temperature < 0, "must be >= 0 (0 = greedy)"),
-            ("top_p", not 0 < self.top_p <= 1, "must be in (0, 1]"),
-            ("top_k", self.top_k < 0, "must be >= 0 (0 = off)"),
-            ("repetition_penalty", self.repetition_penalty <= 0, "must be > 0 (1 = off)")) if bad]
-        if problems:
-            raise UserError("invalid generation settings: " + "; ".join(problems))
-        return self
-
-
-class VocabLimit(LogitsProcessor):
-    """Mask the output rows past the tokenizer's vocabulary (padding rows that were never trained).
-
-    A slice assignment per step: cheaper than `suppress_tokens`, which builds an isin-mask over the vocab.
-    Runs before temperature/top-k/top-p (transformers puts custom processors ahead of the warpers).
-    """
-
-    def __init__(self, limit: int):
-        self.limit = limit
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        scores[:, self.limit:] = -float("inf")  # scores is generate's own fp32 copy of the logits
-        return scores
+Sampling = SamplingParams  # the former name, kept for callers (evaluate, scripts): same first five fields
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -112,69 +76,33 @@ def load_for_inference(model: str | None, adapter: str | None, template: str | N
 
 # ------------------------------------------------------------------------------------------- generation
 
-def generation_config(tokenizer, sampling: Sampling) -> GenerationConfig:
-    """Every field set explicitly: generate() fills unset ones from the checkpoint's own generation_config.json
-    (Qwen chat models ship do_sample=True, top_p=0.8, ...), which would make `greedy` not greedy."""
-    greedy = sampling.temperature == 0
-    return GenerationConfig(  # greedy: the sampling knobs at transformers' neutral defaults (else it warns)
-        max_new_tokens=sampling.max_new_tokens, do_sample=not greedy,
-        temperature=1.0 if greedy else sampling.temperature, top_p=1.0 if greedy else sampling.top_p,
-        top_k=50 if greedy else sampling.top_k,
-        repetition_penalty=sampling.repetition_penalty, eos_token_id=stop_token_ids(tokenizer),
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop_token_ids(tokenizer)[1],
-        use_cache=True, num_beams=1)
-
-
 def generate_batch(model, tokenizer, prompts_ids: list[list[int]], sampling: Sampling | None = None,
-                   streamer=None) -> list[tuple[str, str]]:
-    """Generate one answer per prompt in a single left-padded batch: [(text, finish_reason), ...].
+                   max_batch: int | None = None) -> list[tuple[str, str]]:
+    """One answer per prompt: [(text, finish_reason), ...], by the generation engine (`qwen_sft.generation`).
 
-    finish_reason is `stop` (a stop token was generated; it is not part of the text) or `length`
-    (max_new_tokens ran out). The text is the answer only, never the prompt.
+    finish_reason is `stop` (a stop token was generated, or a stop string: neither is part of the text) or
+    `length` (max_new_tokens ran out). The text is the answer only, never the prompt.
 
     Args:
         prompts_ids: token ids per prompt, e.g. from `template.encode_prompt`.
-        sampling: decoding settings (default: greedy, 512 new tokens).
-        streamer: a transformers streamer (TextStreamer, ...); batch size 1 only.
+        sampling: decoding settings (default: greedy, 512 new tokens); `n` must be 1.
+        max_batch: most rows decoded together (default: all prompts at once).
     """
-    return [(tokenizer.decode(ids, skip_special_tokens=True), reason)
-            for ids, reason in generate_ids(model, tokenizer, prompts_ids, sampling, streamer)]
+    return [(c.text, c.finish_reason) for c in _complete(model, tokenizer, prompts_ids, sampling, max_batch)]
 
 
-@torch.inference_mode()
 def generate_ids(model, tokenizer, prompts_ids: list[list[int]], sampling: Sampling | None = None,
-                 streamer=None) -> list[tuple[list[int], str]]:
+                 max_batch: int | None = None) -> list[tuple[list[int], str]]:
     """`generate_batch` before decoding: [(answer token ids without the stop token, finish_reason), ...]."""
+    return [(c.token_ids, c.finish_reason) for c in _complete(model, tokenizer, prompts_ids, sampling, max_batch)]
+
+
+def _complete(model, tokenizer, prompts_ids, sampling, max_batch, on_finish=None) -> list[Completion]:
     sampling = (sampling or Sampling()).check()
-    config = generation_config(tokenizer, sampling)
-    width = max(len(p) for p in prompts_ids)
-    # left padding: every prompt ends at the same column, where generation starts; the attention mask
-    # hides the padding and generate() derives position ids from it, so each row matches its unpadded run
-    input_ids = torch.tensor([[config.pad_token_id] * (width - len(p)) + p for p in prompts_ids])
-    attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts_ids])
-    device = next(model.parameters()).device
-    limit = min(len(tokenizer), model.get_output_embeddings().weight.shape[0])
-    with attention_kernels(device):
-        output = model.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                                generation_config=config, logits_processor=LogitsProcessorList([VocabLimit(limit)]),
-                                streamer=streamer)
-    stops = set(config.eos_token_id)
-    results = []
-    for row in output[:, width:].tolist():  # finished rows are padded with pad (= <|endoftext|>, a stop id)
-        end = next((i for i, token in enumerate(row) if token in stops), None)
-        results.append((row, "length") if end is None else (row[:end], "stop"))
-    return results
-
-
-def attention_kernels(device: torch.device):
-    """On CUDA, SDPA without the cuDNN backend: cuDNN builds a plan per new shape (~3 s the first time, then
-    ~0.15 s more per 64-token generation of a new batch shape, measured on an H200) and decoding changes the
-    shape every step; the flash / memory-efficient kernels have no such cost."""
-    if device.type != "cuda":
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+    if sampling.n != 1:
+        raise UserError(f"n: generate_batch answers each prompt once, got n={sampling.n}")
+    return engine_generate(model, tokenizer, prompts_ids, sampling, stop_token_ids(tokenizer), max_batch=max_batch,
+                           on_finish=on_finish)
 
 
 def prompt_messages(messages: list[dict]) -> list[dict]:
@@ -184,24 +112,19 @@ def prompt_messages(messages: list[dict]) -> list[dict]:
 
 def predict_samples(model, tokenizer, samples, chat_template, sampling: Sampling, batch_size: int = 16,
                     progress: bool = True) -> list[tuple[str, str]]:
-    """Answers for `data.Sample`s, in input order. Batches are formed from length-sorted prompts so rows of
-    a batch need little padding. Greedy answers do not depend on batch_size in fp32; in bf16 a batched matmul
-    may round differently and flip a near-tie (common in a random-init model, rare in a trained one);
-    sampled answers depend on it."""
+    """Answers for `data.Sample`s, in input order, decoded with continuous batching (at most `batch_size` rows;
+    a row that finishes is replaced by the next prompt at once). Greedy answers do not depend on batch_size in
+    fp32; in bf16 a batched matmul may round differently and flip a near-tie (common in a random-init model,
+    rare in a trained one). Sampled answers are seeded per prompt (`sampling.seed`, prompt index), so they do
+    not depend on it either (up to the same rounding)."""
     from tqdm.auto import tqdm
 
     if batch_size < 1:
         raise UserError(f"batch_size: must be >= 1, got {batch_size}")
     prompts = [encode_prompt(prompt_messages(s.messages), tokenizer, chat_template) for s in samples]
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # longest first: OOM shows up at once
-    results: list = [None] * len(prompts)
     with tqdm(total=len(prompts), desc="predict", unit="ex", disable=not progress) as bar:
-        for start in range(0, len(order), batch_size):
-            batch = order[start:start + batch_size]
-            for i, result in zip(batch, generate_batch(model, tokenizer, [prompts[i] for i in batch], sampling)):
-                results[i] = result
-            bar.update(len(batch))
-    return results
+        done = _complete(model, tokenizer, prompts, sampling, batch_size, on_finish=lambda _: bar.update(1))
+    return [(c.text, c.finish_reason) for c in done]
 
 
 def write_jsonl(path: str | Path, records) -> None:
@@ -234,15 +157,14 @@ def predict(*, data: str | None = None, output: str | None = None, model: str | 
         top_k: sample from the k most likely tokens (0 = off).
         repetition_penalty: > 1 discourages repeats (1 = off).
         batch_size: prompts generated together.
-        seed: random seed for sampling.
+        seed: random seed for sampling (each prompt draws from its own stream derived from it).
         dtype: auto | bf16 | fp32.
     """
     if not data or not output:
         raise UserError("predict needs --data FILE and --output FILE.jsonl")
-    sampling = Sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty).check()
+    sampling = Sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed=seed).check()
     samples = load_samples(data, fmt=data_format, require_answer=False)
     loaded, tokenizer, chat_template = load_for_inference(model, adapter, template, dtype)
-    torch.manual_seed(seed)
     results = predict_samples(loaded, tokenizer, samples, chat_template, sampling, batch_size)
     write_jsonl(output, ({**s.record, "prediction": text, "finish_reason": reason}
                          for s, (text, reason) in zip(samples, results)))
@@ -258,12 +180,15 @@ CHAT_HELP = "commands: /reset (clear history), /system TEXT (new system prompt, 
 
 
 def chat(*, model: str | None = None, adapter: str | None = None, template: str | None = None,
-         system: str | None = None, max_new_tokens: int = 512, temperature: float = 0.0, top_p: float = 1.0,
-         top_k: int = 0, repetition_penalty: float = 1.0, seed: int = 42, dtype: str = "auto") -> int:
+         system: str | None = None, max_new_tokens: int = 512, temperature: float | None = None,
+         top_p: float | None = None, top_k: int | None = None, repetition_penalty: float | None = None,
+         seed: int = 42, dtype: str = "auto") -> int:
     """Talk to a model: multi-turn, answers streamed as they are generated; /reset, /system TEXT, /exit.
 
     Reads one user turn per line, from the terminal or a pipe (`printf 'hi\\n/exit\\n' | qwen-sft chat`).
-    Answers go to stdout (one `assistant: ...` line each); prompts and notices to stderr.
+    Answers go to stdout (one `assistant: ...` line each); prompts and notices to stderr. Sampling settings not
+    given take the checkpoint's generation_config.json values (Qwen chat models: temperature 0.7, top_p 0.8,
+    ...), else greedy.
 
     Args:
         model: base model dir, hub id or `tiny` (default: the adapter's base, else tiny).
@@ -271,16 +196,18 @@ def chat(*, model: str | None = None, adapter: str | None = None, template: str 
         template: qwen | qwen1.5-sft-legacy (default: the one the adapter was trained with, else qwen).
         system: system prompt (default: the template's).
         max_new_tokens: at most this many generated tokens per answer.
-        temperature: 0 = greedy (deterministic); > 0 samples.
-        top_p: nucleus sampling threshold (1 = off).
-        top_k: sample from the k most likely tokens (0 = off).
-        repetition_penalty: > 1 discourages repeats (1 = off).
+        temperature: 0 = greedy (deterministic); > 0 samples (default: the checkpoint's, else 0).
+        top_p: nucleus sampling threshold (1 = off; default: the checkpoint's, else 1).
+        top_k: sample from the k most likely tokens (0 = off; default: the checkpoint's, else 0).
+        repetition_penalty: > 1 discourages repeats (1 = off; default: the checkpoint's, else 1).
         seed: random seed for sampling.
         dtype: auto | bf16 | fp32.
     """
-    sampling = Sampling(max_new_tokens, temperature, top_p, top_k, repetition_penalty).check()
     loaded, tokenizer, chat_template = load_for_inference(model, adapter, template, dtype)
-    torch.manual_seed(seed)
+    given = {"temperature": temperature, "top_p": top_p, "top_k": top_k, "repetition_penalty": repetition_penalty}
+    checkpoint = from_generation_config(getattr(loaded, "generation_config", None))
+    sampling = checkpoint.replace(max_new_tokens=max_new_tokens, seed=seed,
+                                  **{k: v for k, v in given.items() if v is not None}).check()
     chat_loop(loaded, tokenizer, chat_template, sampling, system=system)
     return 0
 
@@ -288,8 +215,6 @@ def chat(*, model: str | None = None, adapter: str | None = None, template: str 
 def chat_loop(model, tokenizer, chat_template, sampling: Sampling, system: str | None = None,
               read=input) -> list[dict]:
     """The conversation loop behind `qwen-sft chat`; returns the history when the input ends or on /exit."""
-    from transformers import TextStreamer
-
     interactive = sys.stdin.isatty()
     max_context = getattr(model.config, "max_position_embeddings", None) or 32768
     history: list[dict] = []
@@ -317,9 +242,18 @@ def chat_loop(model, tokenizer, chat_template, sampling: Sampling, system: str |
         history.append({"role": "user", "content": line})
         prompt = fit_context(history, system, tokenizer, chat_template, max_context - sampling.max_new_tokens)
         print("assistant: ", end="", flush=True)
-        streamer = TextStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)  # ends with a newline
-        (answer, _), = generate_batch(model, tokenizer, [prompt], sampling, streamer=streamer)
-        history.append({"role": "assistant", "content": answer})
+        pieces = []
+        for piece in engine_stream(model, tokenizer, prompt, sampling.replace(seed=_turn_seed(sampling, history)),
+                                   stop_token_ids(tokenizer)):
+            print(piece, end="", flush=True)
+            pieces.append(piece)
+        print(flush=True)
+        history.append({"role": "assistant", "content": "".join(pieces)})
+
+
+def _turn_seed(sampling: Sampling, history: list[dict]) -> int | None:
+    """A different stream per turn (one seed for the session, as torch.manual_seed once used to give)."""
+    return None if sampling.seed is None else sampling.seed + len(history)
 
 
 def fit_context(history: list[dict], system: str | None, tokenizer, chat_template, budget: int) -> list[int]:
