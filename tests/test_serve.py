@@ -16,8 +16,8 @@ import httpx
 import pytest
 import torch
 
-from qwen_sft.serve import create_app, running
-from qwen_sft.serve_engine import Delta, Engine, Finished, Job, Sampling
+from qwen_sft.generation import Batch, Delta, Finished, Request, SamplingParams
+from qwen_sft.server import create_app, running
 from qwen_sft.template import encode_prompt, get_template, stop_token_ids
 
 LIMIT = 16  # the server's max_tokens ceiling in these tests
@@ -125,17 +125,24 @@ def test_extreme_sampling_values_are_served(http, params):  # 1e-300 once made i
 
 def test_engine_never_emits_padded_vocab_ids_and_stops_at_stop_tokens(loaded):
     model, tokenizer = loaded
-    engine = Engine(model, tokenizer, stop_token_ids(tokenizer))
+    batch = Batch(model, tokenizer, stop_token_ids(tokenizer))
     events = []
-    job = Job([1, 2, 3], max_new_tokens=5, sampling=Sampling(), stop=(), emit=events.append)
+    batch.submit(Request([1, 2, 3], SamplingParams(max_new_tokens=5), events.append))
+    batch.step()  # prefill + one decoding step: the row is live
+    row = next(r for r in batch.rows if r is not None)
+    events.clear()
     logits = torch.zeros(1, model.config.vocab_size)
     logits[0, len(tokenizer) + 7] = 100.0  # a padded row (>= 151646) wins: it must not come out
     logits[0, 9707] = 1.0
-    assert engine._sample([job], logits) == [9707]
-    assert engine._advance(job, 9707) is False and events == [Delta(tokenizer.decode([9707]))]
-    assert engine._advance(job, tokenizer.convert_tokens_to_ids("<|im_end|>")) is True
-    assert events[-1] == Finished("stop", prompt_tokens=3, completion_tokens=2)
+    assert batch.sampler.sample(logits, [row])[0] == [9707]
+    batch._advance([row], logits)
+    assert events == [Delta(tokenizer.decode([9707]), token_ids=(9707,))]
+    stop = torch.zeros(1, model.config.vocab_size)
+    stop[0, tokenizer.convert_tokens_to_ids("<|im_end|>")] = 1.0
+    batch._advance([row], stop)
+    assert events[-1] == Finished("stop", prompt_tokens=3, completion_tokens=row.generated)
     assert "<|im_end|>" not in "".join(e.text for e in events if isinstance(e, Delta))
+    assert batch.live == 0
 
 
 # ---- the spec's route ----
@@ -171,7 +178,7 @@ BAD = {
     "five stops": (_messages(stop=list("abcde")), 400, "stop"),
     "prompt over the context": (json.dumps({"messages": [{"role": "user", "content": "hi " * 300}]}), 400,
                                 "messages"),
-    "n > 1": (_messages(n=2), 400, "n"),
+    "n over the batch limit": (_messages(n=33), 400, "n"),
 }
 
 
@@ -219,7 +226,7 @@ def test_app_serves_again_after_a_shutdown(loaded):
     for _ in range(2):  # each `with` runs the lifespan: startup, then shutdown (which stops the engine)
         with TestClient(app) as client:
             assert client.post("/v1/chat/completions", json={"messages": HELLO, "max_tokens": 2}).status_code == 200
-    assert app.state.engine._thread is None
+    assert not app.state.engine.running
 
 
 # ---- auth ----
