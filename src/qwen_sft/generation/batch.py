@@ -153,6 +153,7 @@ class Batch:
         if not admitted:
             return
         groups = [[self._new_row(r, i) for i in range(r.params.n)] for r in admitted]
+        self.cache.reserve(max(row.slot for group in groups for row in group) + 1, width)  # n > 1: siblings too
         logits = self.runner.prefill(self.cache, [r.prompt_ids for r in admitted], [g[0].slot for g in groups])
         self.prefills += 1
         for group in groups:

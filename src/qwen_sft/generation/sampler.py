@@ -216,16 +216,23 @@ def top_k_top_p(logits: torch.Tensor, params: Sequence[SamplingParams]) -> tuple
     ks = [p.top_k if 0 < p.top_k < vocab else 0 for p in params]
     width = max(ks) if all(ks) else min(NUCLEUS_CANDIDATES, vocab)
     values, ids = logits.topk(max(width, 1), dim=-1)
+    full_norm = None
     if not all(ks) and width < vocab:
-        mass = (values - logits.logsumexp(-1, keepdim=True)).exp().sum(-1)  # probability the candidates hold
+        full_norm = logits.logsumexp(-1, keepdim=True)
+        mass = (values - full_norm).exp().sum(-1)  # probability the candidates hold
         short = [p.top_p < 1 and not k and float(m) < p.top_p for p, k, m in zip(params, ks, mass.tolist())]
         if any(short):
             values, ids = logits.sort(dim=-1, descending=True)
     position = torch.arange(values.shape[-1], device=values.device)
     k = values.new_tensor([k or values.shape[-1] for k in ks])[:, None]
     values = values.masked_fill(position >= k, -math.inf)
+    # top-p over the probabilities after top-k (HF's order); a row without top-k over the whole vocabulary,
+    # of which its candidates may be only the head
+    norm = values.logsumexp(-1, keepdim=True)
+    if full_norm is not None:
+        norm = torch.where(k < values.shape[-1], norm, torch.maximum(norm, full_norm))
+    probs = (values - norm).exp()
     top_p = values.new_tensor([p.top_p for p in params])[:, None]
-    probs = values.softmax(-1)
     drop = (probs.cumsum(-1) - probs) >= top_p  # the token that crosses top_p stays
     drop[:, 0] = False  # and the best one always: rounding in cumsum can exceed a tiny top_p
     return values.masked_fill(drop & (top_p < 1), -math.inf), ids
