@@ -245,3 +245,18 @@ def test_checkpoint_defaults_and_checks():
         SamplingParams(temperature=-1, top_p=0, n=0, presence_penalty=3).check()
     for name in ("temperature", "top_p", "n", "presence_penalty"):
         assert name in str(err.value)
+
+
+def test_bf16_on_cpu_decodes_attention_in_fp32_and_restores_the_model(tiny_path):
+    model, tokenizer = load_model(tiny_path, dtype="bf16")
+    ps = prompts(tokenizer)
+    batch = Batch(model, tokenizer, stop_token_ids(tokenizer), max_rows=4)
+    assert batch.cache.dtype == torch.float32 and batch.runner.attention is not None
+    with torch.inference_mode():
+        hidden = batch.runner.prefill(batch.cache, ps[:2], [0, 1])
+        ours = batch.runner.logits(hidden).float()
+        reference = torch.stack([model(torch.tensor([p])).logits[0, -1, :151646].float() for p in ps[:2]])
+    assert model.config._attn_implementation == "sdpa"  # switched for the engine's forwards only
+    assert (ours - reference).abs().max() < 0.05  # bf16 rounding, not a different computation
+    done = generate(model, tokenizer, ps, SamplingParams(max_new_tokens=4), stop_token_ids(tokenizer))
+    assert all(len(c.token_ids) == 4 and max(c.token_ids) < 151646 for c in done)

@@ -135,12 +135,11 @@ def test_engine_never_emits_padded_vocab_ids_and_stops_at_stop_tokens(loaded):
     logits = torch.zeros(1, model.config.vocab_size)
     logits[0, len(tokenizer) + 7] = 100.0  # a padded row (>= 151646) wins: it must not come out
     logits[0, 9707] = 1.0
-    assert batch.sampler.sample(logits, [row])[0] == [9707]
-    batch._advance([row], logits)
+    tokens, logprobs = batch.sampler.sample(logits, [row])
+    assert tokens == [9707]
+    batch._record([row], tokens, logprobs)
     assert events == [Delta(tokenizer.decode([9707]), token_ids=(9707,))]
-    stop = torch.zeros(1, model.config.vocab_size)
-    stop[0, tokenizer.convert_tokens_to_ids("<|im_end|>")] = 1.0
-    batch._advance([row], stop)
+    batch._record([row], [tokenizer.convert_tokens_to_ids("<|im_end|>")], [None])
     assert events[-1] == Finished("stop", prompt_tokens=3, completion_tokens=row.generated)
     assert "<|im_end|>" not in "".join(e.text for e in events if isinstance(e, Delta))
     assert batch.live == 0

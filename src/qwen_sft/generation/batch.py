@@ -154,14 +154,14 @@ class Batch:
             return
         groups = [[self._new_row(r, i) for i in range(r.params.n)] for r in admitted]
         self.cache.reserve(max(row.slot for group in groups for row in group) + 1, width)  # n > 1: siblings too
-        logits = self.runner.prefill(self.cache, [r.prompt_ids for r in admitted], [g[0].slot for g in groups])
+        hidden = self.runner.prefill(self.cache, [r.prompt_ids for r in admitted], [g[0].slot for g in groups])
         self.prefills += 1
         for group in groups:
             for sibling in group[1:]:
                 self.cache.move(group[0].slot, sibling.slot, sibling.prompt_len)
-        index = torch.tensor([i for i, group in enumerate(groups) for _ in group], device=logits.device)
+        index = torch.tensor([i for i, group in enumerate(groups) for _ in group], device=hidden.device)
         rows = [row for group in groups for row in group]
-        self._advance(rows, logits if len(rows) == len(groups) else logits[index])
+        self._advance(rows, hidden if len(rows) == len(groups) else hidden[index])
 
     def _new_row(self, request: Request, index: int) -> Sequence:
         slot = self.cache.allocate()
@@ -180,9 +180,9 @@ class Batch:
         live = [i for i, row in enumerate(rows) if row is not None]
         tokens = [row.token_ids[-1] if row else 0 for row in rows]
         positions = [len(row.token_ids) - 1 if row else 0 for row in rows]
-        logits = self.runner.decode(self.cache, tokens, positions, live)
+        hidden = self.runner.decode(self.cache, tokens, positions, live)
         self.steps += 1
-        self._advance([rows[i] for i in live], logits)
+        self._advance([rows[i] for i in live], hidden)
 
     def _pack(self) -> None:
         """Trim trailing holes; when under half the slot range is live, move the last rows into the first holes
@@ -202,8 +202,15 @@ class Batch:
         del self.rows[live:]
 
     # ---- sample + finish ----
-    def _advance(self, rows: list[Sequence], logits: torch.Tensor) -> None:
-        tokens, logprobs = self.sampler.sample(logits, rows)
+    def _advance(self, rows: list[Sequence], hidden: torch.Tensor) -> None:
+        """Choose each row's next token from its hidden state, emit text, finish rows that are done."""
+        if all(r.params.greedy and not r.params.penalized and not r.params.logprobs for r in rows):
+            tokens, logprobs = self.runner.greedy(hidden), [None] * len(rows)  # no [rows, vocab] logits at all
+        else:
+            tokens, logprobs = self.sampler.sample(self.runner.logits(hidden), rows)
+        self._record(rows, tokens, logprobs)
+
+    def _record(self, rows: list[Sequence], tokens: list[int], logprobs: list) -> None:
         for row, token, logprob in zip(rows, tokens, logprobs):
             row.generated += 1
             reason = None

@@ -94,7 +94,12 @@ class SlotCache:
 
     def plan_decode(self, rows: int, positions: torch.Tensor, kv_len: int) -> None:
         """Next forward: one token for each slot in [0, rows), at `positions` ([rows]); attend to [0, kv_len)."""
-        self._plan = ("decode", rows, positions, kv_len)
+        # where each (row, head)'s new vector goes in the storage seen as [slots * kv_heads * capacity, head_dim]:
+        # one index_copy_ per layer (a scatter_ over the 4-D view was ~100x slower on CPU bf16)
+        heads = torch.arange(self.kv_heads, device=positions.device)
+        rows_ = torch.arange(rows, device=positions.device)
+        flat = ((rows_[:, None] * self.kv_heads + heads[None, :]) * self.capacity + positions[:, None]).reshape(-1)
+        self._plan = ("decode", rows, flat, kv_len)
 
     def update(self, key: torch.Tensor, value: torch.Tensor, layer_idx: int, *args, **kwargs):
         """Store this layer's new keys/values ([rows, kv_heads, q_len, head_dim]); return what attention reads."""
@@ -104,12 +109,11 @@ class SlotCache:
             self.keys[layer_idx][:, :, :length].index_copy_(0, slots, key.to(self.dtype))
             self.values[layer_idx][:, :, :length].index_copy_(0, slots, value.to(self.dtype))
             return key, value  # a fresh prompt attends only to itself: no read back
-        _, rows, positions, kv_len = self._plan
-        index = positions.view(rows, 1, 1, 1).expand(rows, self.kv_heads, 1, self.head_dim)
-        k, v = self.keys[layer_idx][:rows], self.values[layer_idx][:rows]
-        k.scatter_(2, index, key.to(self.dtype))
-        v.scatter_(2, index, value.to(self.dtype))
-        return k[:, :, :kv_len], v[:, :, :kv_len]
+        _, rows, flat, kv_len = self._plan
+        k, v = self.keys[layer_idx], self.values[layer_idx]
+        k.view(-1, self.head_dim).index_copy_(0, flat, key.reshape(-1, self.head_dim).to(self.dtype))
+        v.view(-1, self.head_dim).index_copy_(0, flat, value.reshape(-1, self.head_dim).to(self.dtype))
+        return k[:rows, :, :kv_len], v[:rows, :, :kv_len]
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return 0  # positions are always passed explicitly; nothing may infer them from the cache
