@@ -176,17 +176,18 @@ def run_qwen_sft(spec: dict, model, examples, out: Path, callback):
     from transformers import TrainingArguments
 
     from qwen_sft.collate import PackedCollator, pack_examples
-    from qwen_sft.config import TrainConfig
-    from qwen_sft.train import SFTTrainer, use_chunked_loss
+    from qwen_sft.config import TrainArgs
+    from qwen_sft.train_model import use_chunked_loss
+    from qwen_sft.trainer import SFTTrainer
 
     try:  # qwen-sft redraws loss.png at each logging step; that is after the timed steps, but needs matplotlib
         import matplotlib  # noqa: F401
     except ImportError:
-        import qwen_sft.train
+        import qwen_sft.train_log
 
-        qwen_sft.train.plot_loss = lambda *args, **kwargs: None
-    # what qwen_sft.train.load_for_training does after loading: chunked loss, then fp32 LoRA adapters
-    use_chunked_loss(model, TrainConfig().chunk_size)
+        qwen_sft.train_log.plot_loss = lambda *args, **kwargs: None
+    # what qwen_sft.train_model.load_for_training does after loading: chunked loss, then fp32 LoRA adapters
+    use_chunked_loss(model, TrainArgs().chunk_size)
     model = get_peft_model(model, lora_config(), autocast_adapter_dtype=True)
     bins = pack_examples([{"input_ids": ids, "labels": ids} for ids in examples], spec["seq_len"])
     args = TrainingArguments(

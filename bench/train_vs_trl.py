@@ -217,7 +217,7 @@ MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear
 
 
 def run_qwen_sft(spec: dict, out: Path) -> dict:
-    from qwen_sft.config import load_config
+    from qwen_sft.arguments import load_config
     from qwen_sft.train import train
 
     overrides = {"model": "tiny", "data": spec["data"], "output_dir": str(out), "overwrite": True, "resume": "never",
@@ -418,7 +418,7 @@ def main() -> None:
     import torch
     from transformers import AutoConfig
 
-    from qwen_sft.config import TrainConfig
+    from qwen_sft.config import TrainArgs
     from qwen_sft.model import resolve_model_path
 
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
@@ -455,7 +455,7 @@ def main() -> None:
     header = (f"{len(lengths)} examples ({sum(lengths)} tokens), batch {args.batch_size}, "
               f"max length {args.max_length}, "
               f"{torch.get_num_threads()} threads, torch {torch.__version__}, qwen-sft chunk_size "
-              f"{args.chunk_size or TrainConfig().chunk_size}. Model FLOPs per token: "
+              f"{args.chunk_size or TrainArgs().chunk_size}. Model FLOPs per token: "
               f"{per_token / 1e6:.1f} M ({100 * flops['output_layer'] / per_token:.0f}% output layer). Matmul peak "
               "(GFLOP/s, output-layer shape fwd+input-grad / square 2048): "
               + ", ".join(f"{d} {p['output_layer']:.0f} / {p['square_2048']:.0f}" for d, p in peaks.items()))

@@ -44,5 +44,6 @@ def make_adapter(path, tiny_path, template="qwen", use_dora=False, targets=("q_p
             if "lora_B" in name:
                 param.normal_(0, 0.05)
     model.save_pretrained(path)
-    (Path(path) / "run_config.yaml").write_text(yaml.safe_dump({"model": "tiny", "template": template}))
+    (Path(path) / "run_config.yaml").write_text(yaml.safe_dump({"config": {"model": "tiny", "template": template},
+                                                                     "base_model": {"path": "tiny"}}))
     return Path(path)

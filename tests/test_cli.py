@@ -34,7 +34,7 @@ def test_init_tiny_is_deterministic_and_plain_transformers_loads_it(tmp_path):
 
 
 def test_preview_marks_trained_tokens(capsys):
-    assert main(["preview", str(SAMPLE), "--loss", "last", "--n", "1", "--no-color"]) == 0
+    assert main(["preview", "--data", str(SAMPLE), "--loss", "last", "--n", "1", "--no-color"]) == 0
     out = capsys.readouterr().out
     first = json.loads(SAMPLE.read_text(encoding="utf-8").splitlines()[0])["messages"]
     assert f"[[{first[-1]['content']}<|im_end|>]]" in out  # only the last answer is marked
@@ -42,7 +42,7 @@ def test_preview_marks_trained_tokens(capsys):
 
 
 def test_preview_json_lines(capsys):
-    assert main(["preview", str(SAMPLE), "--json-lines", "--n", "2", "--loss", "assistant"]) == 0
+    assert main(["preview", "--data", str(SAMPLE), "--json-lines", "--n", "2", "--loss", "assistant"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(rows) == 2 and all(len(r["input_ids"]) == len(r["labels"]) for r in rows)
     assert all(-100 in r["labels"] and 151645 in r["labels"] for r in rows)
@@ -50,7 +50,7 @@ def test_preview_json_lines(capsys):
 
 def test_unknown_command_and_bad_data_are_one_line(capsys):
     assert main(["trian"]) == 2
-    assert main(["preview", str(ROOT / "tests" / "data" / "bad" / "wrong_type.jsonl")]) == 2
+    assert main(["preview", "--data", str(ROOT / "tests" / "data" / "bad" / "wrong_type.jsonl")]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("qwen-sft preview: error:") and "wrong_type.jsonl:2: field 'instruction'" in err
 
@@ -77,6 +77,6 @@ def test_adapter_for_another_base_is_refused(tmp_path, tiny_path):
     adapter = tmp_path / "adapter"
     peft_model.save_pretrained(adapter)
     shape = {"model_type": "qwen2", "hidden_size": 128, "num_hidden_layers": 2}
-    (adapter / "base_model.json").write_text(json.dumps({"path": "other", "shape": shape}))
+    (adapter / "run_config.yaml").write_text(json.dumps({"config": {}, "base_model": {"path": "other", **shape}}))
     with pytest.raises(UserError, match="trained on a different base model .*hidden_size=128"):
         load_model(tiny_path, adapter=adapter)

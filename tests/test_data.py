@@ -92,10 +92,15 @@ def test_skip_bad_skips_and_reports(tmp_path, caplog):
     assert "skipped 2 bad record(s) of 4" in caplog.text and f"{path}:2" in caplog.text and f"{path}:3" in caplog.text
 
 def test_prediction_inputs_may_lack_answers(tmp_path):
-    path = _write(tmp_path, "p.jsonl", [{"instruction": "q", "input": "", "output": ""},
-                                        {"messages": [{"role": "user", "content": "q"}]}][:1])
-    [sample] = load_samples(path, require_answer=False)
+    empty_answer = _write(tmp_path, "p.jsonl", [{"instruction": "q", "input": "", "output": ""}])
+    [sample] = load_samples(empty_answer, require_answer=False)
     assert sample.messages[-1] == {"role": "assistant", "content": ""}
+    ends_on_user = _write(tmp_path, "m.jsonl", [{"messages": [{"role": "user", "content": "q"}]}])
+    [sample] = load_samples(ends_on_user, require_answer=False)
+    assert sample.messages == [{"role": "user", "content": "q"}]
+    with pytest.raises(UserError, match="ends on a user turn"):
+        load_samples(ends_on_user)
+
 
 def test_missing_source_is_user_error():
     with pytest.raises(UserError, match="no such file"):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -28,9 +29,15 @@ def run(tmp_path, name, launcher, per_device_batch):
     return [r for r in log if "loss" in r]
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_two_gloo_processes_match_one(tmp_path):
     single = run(tmp_path, "single", [sys.executable], per_device_batch=2)
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531"]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
     double = run(tmp_path, "ddp", torchrun, per_device_batch=1)  # 2 processes x 1 = the same 2 per micro-step
     assert [r["step"] for r in double] == [r["step"] for r in single] == [1, 2, 3]
     assert [r["loss"] for r in double] == pytest.approx([r["loss"] for r in single], rel=1e-4)

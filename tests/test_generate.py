@@ -13,9 +13,9 @@ import yaml
 
 from qwen_sft.cli import main
 from qwen_sft.errors import UserError
-from qwen_sft.generate import (Sampling, generate_batch, generate_ids, load_for_inference, predict,
-                               resolve_template)
-from qwen_sft.model import load_model
+from qwen_sft.config import ModelArgs
+from qwen_sft.generate import Sampling, generate_batch, generate_ids
+from qwen_sft.model import load_for_inference, load_model, resolve_inference
 from qwen_sft.template import encode_prompt, get_template
 from qwen_sft.tokenizer import IM_END_ID
 from conftest import make_adapter
@@ -121,10 +121,10 @@ def test_adapter_sets_base_and_template(tmp_path, tiny_path):
     from peft import PeftModel
 
     adapter = make_adapter(tmp_path / "adapter", tiny_path, "qwen1.5-sft-legacy")
-    assert resolve_template(None, "tiny", str(adapter)) == "qwen1.5-sft-legacy"
-    assert resolve_template("qwen", "tiny", str(adapter)) == "qwen"  # --template wins
-    assert resolve_template(None, "tiny", None) == "qwen"
-    model, tokenizer, template = load_for_inference(None, str(adapter), None, "fp32")  # base from run_config
+    assert resolve_inference(ModelArgs(adapter=str(adapter)))[1].name == "qwen1.5-sft-legacy"
+    assert resolve_inference(ModelArgs(adapter=str(adapter), template="qwen"))[1].name == "qwen"  # --template wins
+    assert resolve_inference(ModelArgs()) == ("tiny", get_template("qwen"))
+    model, tokenizer, template = load_for_inference(ModelArgs(adapter=str(adapter), dtype="fp32"))  # base: run_config
     assert isinstance(model, PeftModel) and template.name == "qwen1.5-sft-legacy"
     (text, reason), = generate_batch(model, tokenizer, [prompt(tokenizer, "hi", template)], Sampling(max_new_tokens=3))
     assert reason == "length" and isinstance(text, str)
@@ -133,8 +133,7 @@ def test_adapter_sets_base_and_template(tmp_path, tiny_path):
 def test_user_errors(tmp_path):
     with pytest.raises(UserError, match="temperature: must be >= 0"):
         Sampling(temperature=-1).check()
-    with pytest.raises(UserError, match="--data"):
-        predict(output=str(tmp_path / "p.jsonl"))
+    assert main(["predict", "--output", str(tmp_path / "p.jsonl")]) == 2  # data: required
     assert main(["predict", "--data", str(tmp_path / "missing.jsonl"), "--output", str(tmp_path / "p.jsonl")]) == 2
 
 
@@ -151,7 +150,7 @@ def test_chat_through_a_pipe(tmp_path):
 
 def test_a_model_trained_to_stop_stops(tmp_path):
     """LoRA-train `tiny` on ping → pong (loss on the answer + <|im_end|> only), then generate greedily."""
-    from qwen_sft.config import load_config
+    from qwen_sft.arguments import load_config
     from qwen_sft.train import train
 
     data = tmp_path / "ping.jsonl"
@@ -160,7 +159,7 @@ def test_a_model_trained_to_stop_stops(tmp_path):
         model="tiny", data=str(data), output_dir=str(tmp_path / "out"), loss="last", learning_rate=1e-2,
         max_steps=30, per_device_train_batch_size=1, lr_scheduler_type="constant", warmup_ratio=0.0,
         logging_steps=10, save_steps=1000, dtype="fp32", seed=0, **{"lora.dropout": 0.0})))
-    model, tokenizer, chat_template = load_for_inference(None, str(adapter), None, "fp32")
+    model, tokenizer, chat_template = load_for_inference(ModelArgs(adapter=str(adapter), dtype="fp32"))
     prompt = encode_prompt([{"role": "user", "content": "ping"}], tokenizer, chat_template)
     assert generate_batch(model, tokenizer, [prompt], Sampling(max_new_tokens=8)) == [("pong", "stop")]
     assert generate_batch(model, tokenizer, [prompt], Sampling(max_new_tokens=1))[0][1] == "length"

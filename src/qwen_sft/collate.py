@@ -36,6 +36,12 @@ import torch
 IGNORE_INDEX = -100
 
 
+def count_trained(labels: torch.Tensor) -> int:
+    """Positions that carry loss after the causal shift, counted here on the CPU tensor: the trainer then
+    never has to ask the GPU (a host-device sync per micro-step)."""
+    return int((labels[:, 1:] != IGNORE_INDEX).sum())
+
+
 def _check(example: dict, where: int) -> int:
     n = len(example["input_ids"])
     if len(example["labels"]) != n:
@@ -69,7 +75,8 @@ class PadCollator:
             input_ids[row, :n] = torch.tensor(e["input_ids"], dtype=torch.long)
             labels[row, :n] = torch.tensor(e["labels"], dtype=torch.long)
             attention_mask[row, :n] = 1
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+                "num_trained": count_trained(labels)}
 
 
 def pack_examples(examples: list[dict], max_length: int) -> list[list[dict]]:
@@ -145,7 +152,8 @@ class PackedCollator:
             out["input_ids"].append(ids + [self.pad_id] * pad)
             out["labels"].append(labels + [IGNORE_INDEX] * pad)
             out["position_ids"].append(positions + list(range(pad)))  # the padding: one more sequence
-        return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
+        batch = {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
+        return {**batch, "num_trained": count_trained(batch["labels"])}
 
     @staticmethod
     def _row(examples: list[dict]) -> tuple[list[int], list[int], list[int]]:

@@ -1,236 +1,209 @@
-"""The training config: a YAML file plus `--key value` overrides, validated once, before anything loads.
+"""The argument tree: every key any command takes, in typed sections, written once.
 
-Keys are flat (`learning_rate`, `max_length`) except the `lora.*` section; the names of transformers'
-`TrainingArguments` are used wherever one exists, and any other `TrainingArguments` field may be given
-too (it is passed through). Every problem is collected into one `UserError`, unknown keys with the
-nearest valid name.
+Users write flat keys (`learning_rate`, `max_length`, `lora.r`) in a YAML file or as `--key value`; inside,
+they live in sections (`cfg.model`, `cfg.data`, `cfg.lora`, `cfg.train`, `cfg.sampling`, `cfg.serve`, and
+`cfg.command` for a command's own options). Each command names the sections (or the keys of a section) it
+takes in a `Command`; parsing, validation and `--help` (`arguments.py`) are generated from these fields, so a
+key's type, default, accepted values and help text are written here and nowhere else.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import yaml
-
-from qwen_sft.errors import UserError
 
 LORA_TARGETS_ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+TEMPLATES = ("auto", "qwen", "qwen1.5", "qwen2", "qwen2.5", "qwen3", "qwen1.5-sft-legacy")
+LEARNING_RATE = {"lora": 2e-4, "dora": 2e-4, "full": 1e-5}  # when none is given
+
+
+def arg(default=None, help: str = "", *, choices: tuple | None = None, low: float | None = None,
+        high: float | None = None, open_low: bool = False, factory=None):
+    """A key: its default, one line of help, and the values it accepts (`choices`, or [low, high];
+    `open_low` excludes `low` itself)."""
+    meta = {"help": help, "choices": choices, "low": low, "high": high, "open_low": open_low}
+    return field(default_factory=factory, metadata=meta) if factory else field(default=default, metadata=meta)
 
 
 @dataclass
-class LoraSection:
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    targets: list[str] = field(default_factory=lambda: list(LORA_TARGETS_ALL))  # all linear layers
+class ModelArgs:
+    """model"""
+
+    model: str | None = arg(None, "local checkpoint dir, hub id (Qwen/Qwen2.5-7B-Instruct) or `tiny`, the embedded "
+                                  "default (default: the adapter's base model, else tiny)")
+    adapter: str | None = arg(None, "LoRA/DoRA adapter dir (or one of its checkpoint-N) written by `qwen-sft train`")
+    template: str = arg("auto", "chat format; auto = the one the adapter was trained with, else the checkpoint's",
+                        choices=TEMPLATES)
+    dtype: str = arg("auto", "auto = bf16 where the device supports it, else fp32; tf32 = fp32 with TF32 matmuls; "
+                             "fp16 needs allow_fp16", choices=("auto", "bf16", "fp32", "tf32", "fp16"))
+    allow_fp16: bool = arg(False, "allow fp16 although Qwen's loss goes NaN in it")
+
+    def resolve(self) -> list[str]:
+        if self.dtype == "fp16" and not self.allow_fp16:
+            return ["dtype: fp16 refused: Qwen's activations overflow fp16 and the loss goes NaN; use bf16 or fp32, "
+                    "or set allow_fp16: true to force it"]
+        return []
 
 
 @dataclass
-class TrainConfig:
-    # what to train, on what
-    model: str = "tiny"  # local dir, hub id (Qwen/Qwen1.5-7B-Chat) or `tiny`, the embedded default
-    data: str = ""  # JSON/JSONL file, save_to_disk dir or hub dataset name
-    eval_data: str | None = None
-    data_format: str = "auto"  # auto | alpaca | sharegpt | messages
-    skip_bad: bool = False  # skip malformed records (reported) instead of failing
-    output_dir: str = "runs/sft"
-    overwrite: bool = False  # allow an output_dir that holds a different run
-    # how examples become tokens
-    template: str = "qwen"  # qwen | qwen1.5-sft-legacy
-    loss: str = "all"  # all | assistant | last
-    max_length: int = 1024
-    packing: bool = False  # padding-free: concatenate examples into rows of up to max_length tokens
-    # method and precision
-    finetuning: str = "lora"  # lora | dora | full
-    lora: LoraSection = field(default_factory=LoraSection)
-    dtype: str = "auto"  # auto (bf16 where supported, else fp32) | bf16 | fp32 | tf32 | fp16 (needs allow_fp16)
-    allow_fp16: bool = False
-    resume: str = "auto"  # auto (newest complete checkpoint in output_dir) | never | path to a checkpoint
-    # transformers TrainingArguments names
-    learning_rate: float = 2e-4
-    num_train_epochs: float = 3.0
-    max_steps: int = -1
-    per_device_train_batch_size: int = 4
-    per_device_eval_batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    lr_scheduler_type: str = "cosine"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    gradient_checkpointing: bool = False
-    logging_steps: int = 10
-    save_steps: int = 200
-    save_total_limit: int | None = 3
-    eval_steps: int | None = None
-    seed: int = 42
-    chunk_size: int = 1024  # tokens per chunk of the fused output-layer + cross-entropy
-    # any other TrainingArguments field (e.g. `report_to`, `optim`), passed through unchecked by us
-    extra: dict = field(default_factory=dict)
+class DataArgs:
+    """data"""
+
+    data: str | None = arg(None, "JSON/JSONL file, save_to_disk dir or hub dataset name (owner/name[:split])")
+    eval_data: str | None = arg(None, "held-out data, same forms as data; eval loss is logged every eval_steps")
+    data_format: str = arg("auto", "record shape; auto detects it from the first record",
+                           choices=("auto", "alpaca", "sharegpt", "messages"))
+    skip_bad: bool = arg(False, "skip malformed or untrainable records (each one reported) instead of stopping")
+    max_length: int = arg(1024, "tokens per example; longer ones are cut (whole messages kept while they fit)", low=1)
+    loss: str = arg("all", "trained tokens: all = the whole sequence (the spec's advice), assistant = every answer "
+                           "(TRL/LLaMA-Factory's answer-only), last = the last answer",
+                    choices=("all", "assistant", "last"))
+    packing: bool = arg(False, "padding-free: concatenate examples into rows of up to max_length tokens")
 
 
-CHOICES = {
-    "data_format": ("auto", "alpaca", "sharegpt", "messages"),
-    "template": ("qwen", "qwen1.5-sft-legacy"),
-    "loss": ("all", "assistant", "last"),
-    "finetuning": ("lora", "dora", "full"),
-    "dtype": ("auto", "bf16", "fp32", "tf32", "fp16"),
-    "lr_scheduler_type": ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts",
-                          "polynomial", "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay"),
-}
-POSITIVE = ("max_length", "per_device_train_batch_size", "per_device_eval_batch_size",
-            "gradient_accumulation_steps", "logging_steps", "save_steps", "chunk_size", "lora.r", "lora.alpha")
+@dataclass
+class LoraArgs:
+    """lora"""
+
+    r: int = arg(8, "LoRA rank", low=1)
+    alpha: int = arg(16, "LoRA scale numerator (scale = alpha / r)", low=1)
+    dropout: float = arg(0.05, "dropout on the LoRA input", low=0.0, high=0.999)
+    targets: list[str] = arg(help="modules that get adapters (comma-separated on the command line; default: all "
+                                  "linear layers of the decoder)", factory=lambda: list(LORA_TARGETS_ALL))
 
 
-def load_config(path: str | Path | None, overrides: list[str] | dict | None = None) -> TrainConfig:
-    """Read YAML `path`, apply overrides (`["--lr", "1e-4", ...]` or a dict of dotted keys), validate.
+@dataclass
+class TrainArgs:
+    """training (transformers' TrainingArguments names; any other TrainingArguments key is passed through)"""
 
-    Raises:
-        UserError: listing every problem found (unknown keys with suggestions, wrong types, bad values).
-    """
-    values: dict = {}
-    if path is not None:
-        try:
-            values = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise UserError(f"config {path}: no such file") from None
-        except yaml.YAMLError as err:
-            raise UserError(f"config {path}: invalid YAML: {str(err).splitlines()[0]}") from None
-        if not isinstance(values, dict):
-            raise UserError(f"config {path}: expected a mapping of keys to values")
-    flat = _flatten(values)
-    if isinstance(overrides, dict):
-        flat.update(overrides)
-    else:
-        flat.update(parse_overrides(overrides or []))
-    return build_config(flat)
+    finetuning: str = arg("lora", "method", choices=("lora", "dora", "full"))
+    output_dir: str = arg("runs/sft", "where the adapter/model, checkpoints, logs and loss.png go")
+    overwrite: bool = arg(False, "allow an output_dir that holds a different run (its checkpoints are deleted)")
+    resume: str = arg("auto", "auto = the newest complete checkpoint in output_dir; never; or a checkpoint dir")
+    learning_rate: float | None = arg(None, "peak learning rate (default: 2e-4 for LoRA/DoRA, 1e-5 for full)",
+                                      low=0.0, open_low=True)
+    num_train_epochs: float = arg(3.0, "passes over the data (max_steps wins when set)", low=0.0, open_low=True)
+    max_steps: int = arg(-1, "optimizer steps; -1 = from num_train_epochs")
+    per_device_train_batch_size: int = arg(4, "examples (packed rows) per device and micro-step", low=1)
+    per_device_eval_batch_size: int = arg(4, "examples per device for eval loss", low=1)
+    gradient_accumulation_steps: int = arg(1, "micro-steps per optimizer step", low=1)
+    lr_scheduler_type: str = arg("cosine", "learning-rate schedule", choices=(
+        "linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial",
+        "inverse_sqrt", "cosine_with_min_lr", "warmup_stable_decay"))
+    warmup_ratio: float = arg(0.03, "share of the steps spent warming up", low=0.0, high=0.999)
+    weight_decay: float = arg(0.0, "AdamW weight decay", low=0.0)
+    max_grad_norm: float = arg(1.0, "gradient clipping norm (0 = off)", low=0.0)
+    gradient_checkpointing: bool = arg(False, "recompute activations in backward: less memory, ~30% slower")
+    logging_steps: int = arg(10, "log loss, learning rate, tokens/s every this many steps", low=1)
+    save_steps: int = arg(200, "checkpoint every this many steps", low=1)
+    save_total_limit: int | None = arg(3, "keep at most this many checkpoints (none = all)", low=1)
+    eval_steps: int | None = arg(None, "eval loss every this many steps (default: save_steps)", low=1)
+    seed: int = arg(42, "random seed: data order, adapter init, dropout")
+    chunk_size: int = arg(256, "tokens per chunk of the fused output layer + loss (memory vs speed; see bench/)",
+                          low=1)
+    extra: dict = arg(help="other TrainingArguments keys, passed through", factory=dict)
 
-
-def parse_overrides(args: list[str]) -> dict:
-    """`--key value` / `--key=value` pairs; values are parsed as YAML scalars (1e-4, true, [a, b])."""
-    out, i = {}, 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--"):
-            raise UserError(f"unexpected argument {arg!r}: overrides are --key value")
-        key, eq, value = arg[2:].partition("=")
-        if not eq:
-            if i + 1 >= len(args):
-                raise UserError(f"override --{key} has no value")
-            value, i = args[i + 1], i + 1
-        out[key.replace("-", "_") if "." not in key else key] = yaml.safe_load(value) if value != "" else ""
-        i += 1
-    return out
+    def resolve(self) -> list[str]:
+        if self.learning_rate is None:
+            self.learning_rate = LEARNING_RATE[self.finetuning] if self.finetuning in LEARNING_RATE else 2e-4
+        return []
 
 
-def build_config(flat: dict) -> TrainConfig:
-    cfg, problems = TrainConfig(), []
-    known = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name not in ("lora", "extra")}
-    lora_fields = {f.name: f for f in dataclasses.fields(LoraSection)}
-    passthrough = _training_argument_names()
-    for key, value in flat.items():
-        if key.startswith("lora."):
-            target, name, spec = cfg.lora, key[5:], lora_fields.get(key[5:])
-        else:
-            target, name, spec = cfg, key, known.get(key)
-        if spec is None:
-            if key in passthrough:
-                cfg.extra[key] = value
-                continue
-            valid = list(known) + [f"lora.{n}" for n in lora_fields] + sorted(passthrough)
-            close = difflib.get_close_matches(key, valid, n=1)
-            problems.append(f"unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-            continue
-        value, problem = _coerce(value, spec.type, key)
-        if problem:
-            problems.append(problem)
-            continue
-        setattr(target, name, value)
-    problems += _check_values(cfg)
-    if problems:
-        raise UserError("invalid config: " + "; ".join(problems))
-    return cfg
+@dataclass
+class SamplingArgs:
+    """sampling (unset keys: greedy for predict and eval, the checkpoint's generation_config.json for chat/serve)"""
+
+    max_new_tokens: int = arg(512, "at most this many generated tokens per answer", low=1)
+    temperature: float | None = arg(None, "0 = greedy; > 0 samples", low=0.0)
+    top_p: float | None = arg(None, "nucleus sampling: keep the most likely tokens up to this probability",
+                              low=0.0, high=1.0, open_low=True)
+    top_k: int | None = arg(None, "sample from the k most likely tokens (0 = off)", low=0)
+    min_p: float | None = arg(None, "drop tokens below min_p x the top token's probability (0 = off)",
+                              low=0.0, high=1.0)
+    repetition_penalty: float | None = arg(None, "> 1 discourages any token already in prompt or answer (1 = off)",
+                                           low=0.0, open_low=True)
+    presence_penalty: float | None = arg(None, "subtracted from tokens already in the answer (OpenAI's; 0 = off)",
+                                         low=-2.0, high=2.0)
+    frequency_penalty: float | None = arg(None, "subtracted per occurrence in the answer (OpenAI's; 0 = off)",
+                                          low=-2.0, high=2.0)
+    seed: int | None = arg(None, "random seed for sampling (same seed, same answer)")
+
+    def given(self) -> dict:
+        """The keys set by the user (None = let the command's default decide)."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "max_new_tokens"}
 
 
-def _check_values(cfg: TrainConfig) -> list[str]:
-    problems = []
-    for key, choices in CHOICES.items():
-        if getattr(cfg, key) not in choices:
-            problems.append(f"{key}: {getattr(cfg, key)!r} is not one of {', '.join(choices)}")
-    for key in POSITIVE:
-        value = getattr(cfg.lora, key[5:]) if key.startswith("lora.") else getattr(cfg, key)
-        if value <= 0:
-            problems.append(f"{key}: must be > 0, got {value}")
-    if not cfg.data:
-        problems.append("data: required (a JSON/JSONL file, a save_to_disk dir or a hub dataset name)")
-    if not 0 <= cfg.lora.dropout < 1:
-        problems.append(f"lora.dropout: must be in [0, 1), got {cfg.lora.dropout}")
-    if not 0 <= cfg.warmup_ratio < 1:
-        problems.append(f"warmup_ratio: must be in [0, 1), got {cfg.warmup_ratio}")
-    if cfg.learning_rate <= 0:
-        problems.append(f"learning_rate: must be > 0, got {cfg.learning_rate}")
-    if cfg.dtype == "fp16" and not cfg.allow_fp16:
-        problems.append("dtype: fp16 refused: Qwen's loss goes NaN in fp16 (activations overflow); "
-                        "use bf16 or fp32, or set allow_fp16: true to force it with loss scaling")
-    return problems
+@dataclass
+class ServeArgs:
+    """serving"""
+
+    host: str = arg("127.0.0.1", "interface to bind; anything else exposes the server to the network")
+    port: int = arg(8036, "TCP port", low=0, high=65535)
+    api_key: str | None = arg(None, "require `Authorization: Bearer KEY` (default: $QWEN_SFT_API_KEY; none = open)")
+    max_batch: int = arg(32, "most sequences decoded together", low=1)
+    max_tokens_limit: int = arg(2048, "ceiling on max_tokens per request", low=1)
+    max_model_len: int | None = arg(None, "context length, prompt + answer (default: the model's)", low=1)
+    max_body_bytes: int = arg(1 << 20, "request bodies above this get 413", low=1)
+    served_model_name: str | None = arg(None, "model id /v1/models shows (default: the model or adapter dir name)")
 
 
-def _coerce(value, annotation, key: str):
-    """Check `value` against a dataclass field type. Returns (value, problem)."""
-    kinds = _kinds(annotation)
-    if value is None and type(None) in kinds:
-        return None, None
-    for kind in kinds:
-        if kind is bool and isinstance(value, bool):
-            return value, None
-        if kind is int and isinstance(value, int) and not isinstance(value, bool):
-            return value, None
-        if kind is float and not isinstance(value, bool):
-            try:  # YAML reads `5e-5` (no dot) as a string; ints are fine for floats
-                return float(value), None
-            except (TypeError, ValueError):
-                pass
-        if kind is str and isinstance(value, str):
-            return value, None
-        if typing.get_origin(kind) is list:
-            if isinstance(value, str):  # --lora.targets q_proj,v_proj
-                value = [v.strip() for v in value.split(",") if v.strip()]
-            if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-                return value, None
-    names = " or ".join("a list of strings" if typing.get_origin(k) is list else k.__name__ for k in kinds)
-    return None, f"{key}: expected {names}, got {type(value).__name__} {value!r}"
+SECTIONS = {"model": ModelArgs, "data": DataArgs, "lora": LoraArgs, "train": TrainArgs, "sampling": SamplingArgs,
+            "serve": ServeArgs}
+PREFIX = {"lora": "lora."}  # keys of these sections are written `lora.r`; the others are bare
 
 
-def _kinds(annotation) -> tuple:
-    if isinstance(annotation, str):  # `from __future__ import annotations` leaves strings
-        annotation = eval(annotation, {"list": list, "dict": dict}, {})  # noqa: S307 - our own field types
-    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
-        return typing.get_args(annotation)
-    return (annotation,)
+@dataclass
+class Config:
+    """What a command runs with: every section (defaults where the command takes none of its keys)."""
+
+    model: ModelArgs = field(default_factory=ModelArgs)
+    data: DataArgs = field(default_factory=DataArgs)
+    lora: LoraArgs = field(default_factory=LoraArgs)
+    train: TrainArgs = field(default_factory=TrainArgs)
+    sampling: SamplingArgs = field(default_factory=SamplingArgs)
+    serve: ServeArgs = field(default_factory=ServeArgs)
+    command: object = None  # the command's own options (a dataclass of `arg` fields), if it has any
 
 
-def _flatten(values: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in values.items():
-        if isinstance(value, dict) and key in ("lora",):
-            out.update(_flatten(value, f"{key}."))
-        else:
-            out[prefix + str(key)] = value
-    return out
+@dataclass(frozen=True)
+class Command:
+    """What a command takes: sections (name, or (name, keys) for part of one), its own options, which keys
+    are required, and what a positional argument is (a YAML file of keys, or one key)."""
+
+    parts: tuple
+    options: type | None = None  # the command's own dataclass, stored in Config.command
+    required: tuple[str, ...] = ()
+    positional: str | None = "config"  # "config" = an optional YAML file; a key name = that key; None = none
+    passthrough: bool = False  # unknown TrainingArguments keys go to train.extra (train, check)
+
+    def keys(self) -> dict[str, tuple[str, dataclasses.Field]]:
+        """key → (section, field), in help order."""
+        out = {}
+        for part in self.parts:
+            section, names = (part, None) if isinstance(part, str) else part
+            for f in dataclasses.fields(SECTIONS[section]):
+                if f.name != "extra" and (names is None or f.name in names):
+                    out[PREFIX.get(section, "") + f.name] = (section, f)
+        for f in dataclasses.fields(self.options) if self.options else ():
+            out[f.name] = ("command", f)
+        return out
 
 
-def _training_argument_names() -> set[str]:
-    from transformers import TrainingArguments
+def to_dict(cfg: Config, command: Command | None = None) -> dict:
+    """The flat resolved config, as written to run_config.yaml (train.extra's keys at the top level)."""
+    keys = (command or TRAIN).keys()
+    out = {key: _plain(value_of(cfg, keys, key)) for key in keys}
+    return {**out, **cfg.train.extra} if (command or TRAIN).passthrough else out
 
-    return {f.name for f in dataclasses.fields(TrainingArguments) if f.init}
+
+def _plain(value):
+    return list(value) if isinstance(value, list) else value
 
 
-def to_dict(cfg: TrainConfig) -> dict:
-    """The resolved config as written to OUTPUT_DIR/run_config.yaml."""
-    data = dataclasses.asdict(cfg)
-    extra = data.pop("extra")
-    return {**data, **extra}
+def value_of(cfg: Config, keys: dict, key: str):
+    section, spec = keys[key]
+    return getattr(getattr(cfg, section), spec.name)
+
+
+TRAIN = Command(parts=(("model", ("model", "template", "dtype", "allow_fp16")), "data", "lora", "train"),
+                required=("data",), passthrough=True)

@@ -20,12 +20,11 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import sys
 from pathlib import Path
 
 from qwen_sft.data import load_samples
 from qwen_sft.errors import UserError
-from qwen_sft.generate import Sampling, load_for_inference, predict_samples, write_jsonl
+from qwen_sft.files import write_jsonl
 
 METRICS = ("rouge-1", "rouge-2", "rouge-l", "bleu-4")
 
@@ -100,6 +99,12 @@ def score_all(predictions: list[str], references: list[str]) -> tuple[dict[str, 
 
 # -------------------------------------------------------------------------------------------------- input
 
+def write_predictions(path: str | Path, samples, results: list[tuple[str, str]]) -> None:
+    """The predictions file `qwen-sft predict` writes: each input record + `prediction` + `finish_reason`."""
+    write_jsonl(path, ({**s.record, "prediction": text, "finish_reason": reason}
+                       for s, (text, reason) in zip(samples, results)))
+
+
 def read_predictions(path: str | Path) -> list[dict]:
     """[{"prediction", "reference", "where", "finish_reason"?}] from a `qwen-sft predict` output (any data
     format plus `prediction`) or a LLaMA-Factory `generated_predictions.jsonl` (`predict` / `label`).
@@ -137,64 +142,21 @@ def _json_or_empty(line: str) -> dict:
     return value if isinstance(value, dict) else {}
 
 
-# ---------------------------------------------------------------------------------------------- command
+# --------------------------------------------------------------------------------------------- report
 
-def evaluate_command(*, predictions: str | None = None, model: str | None = None, adapter: str | None = None,
-                     data: str | None = None, template: str | None = None, output_dir: str | None = None,
-                     data_format: str = "auto", max_new_tokens: int = 512, batch_size: int = 16,
-                     dtype: str = "auto") -> int:
-    """Score predictions with ROUGE-1/2/L (jieba words) and BLEU-4 (characters), LLaMA-Factory's convention.
-
-    Either --predictions FILE (from `qwen-sft predict`), or --data FILE with --model/--adapter to generate
-    greedily first. Writes metrics.json and metrics_per_example.jsonl (plus predictions.jsonl when it
-    generated) to the output dir and prints a table.
-
-    Args:
-        predictions: JSONL written by `qwen-sft predict` (or LLaMA-Factory's generated_predictions.jsonl).
-        model: base model dir, hub id or `tiny` (generate mode; default: the adapter's base).
-        adapter: LoRA / DoRA adapter dir (generate mode).
-        data: data file with reference answers (generate mode).
-        template: qwen | qwen1.5-sft-legacy (generate mode; default: the adapter's, else qwen).
-        output_dir: where to write the results (default: beside --predictions, else runs/eval).
-        data_format: auto | alpaca | sharegpt | messages.
-        max_new_tokens: generate mode: at most this many tokens per answer.
-        batch_size: generate mode: prompts generated together.
-        dtype: generate mode: auto | bf16 | fp32.
-    """
-    if bool(predictions) == bool(data):
-        raise UserError("eval needs either --predictions FILE, or --data FILE (with --model and/or --adapter) "
-                        "to generate the predictions first")
-    if predictions:
-        rows = read_predictions(predictions)
-        out = Path(output_dir) if output_dir else Path(predictions).parent
-    else:
-        out = Path(output_dir or "runs/eval")
-        rows = generate_predictions(data, model, adapter, template, data_format, max_new_tokens, batch_size, dtype,
-                                    out / "predictions.jsonl")
+def write_report(rows: list[dict], out: Path) -> dict:
+    """Score `rows` (from `read_predictions`), write metrics.json and metrics_per_example.jsonl to `out`,
+    return the metrics."""
     means, per_example = score_all([r["prediction"] for r in rows], [r["reference"] for r in rows])
     reasons = [r.get("finish_reason") for r in rows]
     metrics = {**means, "num_examples": len(rows), "convention": "llamafactory",
                "finish_reason": {k: reasons.count(k) for k in ("stop", "length") if k in reasons}}
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-    write_jsonl(out / "metrics_per_example.jsonl", ({"index": i, "where": r["where"], **s, "finish_reason": r.get(
-        "finish_reason")} for i, (r, s) in enumerate(zip(rows, per_example))))
-    print(format_table(metrics))
-    print(f"wrote {out / 'metrics.json'} and {out / 'metrics_per_example.jsonl'}", file=sys.stderr)
-    return 0
-
-
-def generate_predictions(data, model, adapter, template, data_format, max_new_tokens, batch_size, dtype,
-                         path: Path) -> list[dict]:
-    """Greedy predictions for every record of `data`, written like `qwen-sft predict` writes them."""
-    samples = load_samples(data, fmt=data_format, require_answer=True)
-    loaded, tokenizer, chat_template = load_for_inference(model, adapter, template, dtype)
-    results = predict_samples(loaded, tokenizer, samples, chat_template, Sampling(max_new_tokens=max_new_tokens),
-                              batch_size)
-    write_jsonl(path, ({**s.record, "prediction": text, "finish_reason": reason}
-                       for s, (text, reason) in zip(samples, results)))
-    return [{"prediction": text, "reference": s.messages[-1]["content"], "where": s.where, "finish_reason": reason}
-            for s, (text, reason) in zip(samples, results)]
+    write_jsonl(out / "metrics_per_example.jsonl", ({"index": i, "where": r["where"], **s,
+                                                     "finish_reason": r.get("finish_reason")}
+                                                    for i, (r, s) in enumerate(zip(rows, per_example))))
+    return metrics
 
 
 def format_table(metrics: dict) -> str:

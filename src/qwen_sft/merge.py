@@ -12,44 +12,33 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
 from qwen_sft.errors import UserError
-from qwen_sft.generate import resolve_base, resolve_template
-from qwen_sft.model import add_legacy_config_keys, load_model, resolve_dtype, resolve_model_path
+from qwen_sft.files import atomic_dir
+from qwen_sft.model import (
+    add_legacy_config_keys,
+    load_model,
+    resolve_dtype,
+    resolve_model_path,
+)
+from qwen_sft.run import resolve_base, trained_template
 from qwen_sft.template import Template, get_template, stop_token_ids
 
 log = logging.getLogger(__name__)
 
 
-def merge(*, adapter: str | None = None, output: str | None = None, model: str | None = None,
-          template: str | None = None, dtype: str = "auto", overwrite: bool = False) -> int:
-    """Merge a LoRA / DoRA adapter into its base model; write a plain HF model (loadable by transformers, vLLM).
-
-    Args:
-        adapter: adapter dir written by `qwen-sft train` (adapter_config.json + adapter_model.safetensors).
-        output: directory to write the merged model to.
-        model: base model (default: the one the adapter was trained on, from run_config.yaml / adapter_config.json).
-        template: chat template to write (default: the one the adapter was trained with, else qwen).
-        dtype: auto (the base checkpoint's dtype, else bf16) | bf16 | fp32 | fp16.
-        overwrite: replace an existing non-empty output dir.
-    """
-    if not adapter or not output:
-        raise UserError("merge needs --adapter DIR and --output DIR")
-    path = merge_adapter(adapter, output, model=model, template=template, dtype=dtype, overwrite=overwrite)
-    print(f"merged model written to {path}; serve it with: vllm serve {path}", file=sys.stderr)
-    return 0
-
-
 def merge_adapter(adapter: str | Path, output: str | Path, model: str | None = None, template: str | None = None,
                   dtype: str = "auto", overwrite: bool = False) -> Path:
-    """Plain-Python form of `qwen-sft merge`; returns the output dir.
+    """Merge `adapter` into its base model and write a plain HF model to `output`; returns `output`.
+
+    Args:
+        model: base model (default: the one the adapter was trained on, from its run_config.yaml).
+        template: chat template to write (default / auto: the one the adapter was trained with, else qwen).
+        dtype: auto (the base checkpoint's dtype, else bf16) | bf16 | fp32 | fp16.
+        overwrite: replace an existing non-empty output dir.
 
     Raises:
         UserError: missing adapter, an output dir that is the adapter / holds something (without overwrite),
@@ -63,7 +52,8 @@ def merge_adapter(adapter: str | Path, output: str | Path, model: str | None = N
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise UserError(f"output {output}: exists and is not empty; pass --overwrite or choose another directory")
     base = resolve_base(model, str(adapter))
-    chat_template = get_template(resolve_template(template, base, str(adapter)))
+    explicit = template if template not in (None, "auto") else None
+    chat_template = get_template(explicit or trained_template(base, str(adapter)) or "qwen")
     torch_dtype = merge_dtype(dtype, resolve_model_path(base))
 
     peft_model, tokenizer = load_model(base, adapter=adapter, dtype=torch_dtype, device="cpu")
@@ -73,16 +63,11 @@ def merge_adapter(adapter: str | Path, output: str | Path, model: str | None = N
     merged.generation_config.pad_token_id = tokenizer.pad_token_id
     tokenizer.chat_template = chat_template_jinja(chat_template)
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=output.parent, prefix=f".{output.name}.tmp") as tmp:
+    with atomic_dir(output) as tmp:  # written whole or not at all
         merged.save_pretrained(tmp, max_shard_size="5GB")  # safetensors, shards + index past 5 GB like Qwen's
-        add_legacy_config_keys(Path(tmp) / "config.json")
+        add_legacy_config_keys(tmp / "config.json")
         tokenizer.save_pretrained(tmp, save_jinja_files=False)  # template inside tokenizer_config.json: every
         # transformers version (and so every vLLM) reads it there; chat_template.jinja needs a recent one
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)  # written whole or not at all
-        os.makedirs(tmp)  # TemporaryDirectory removes the name it created
     return output
 
 

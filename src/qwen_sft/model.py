@@ -8,16 +8,19 @@ the cache dir (`$QWEN_SFT_CACHE`, default ~/.cache/qwen-sft) and is deterministi
 from __future__ import annotations
 
 import json
+import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from qwen_sft.errors import UserError
+from qwen_sft.files import atomic_dir, cache_dir
+from qwen_sft.run import check_adapter_base, resolve_base, trained_template
+from qwen_sft.template import Template, get_template
 from qwen_sft.tokenizer import ENDOFTEXT_ID, IM_END_ID, build_tokenizer
 
+log = logging.getLogger(__name__)
 TINY = "tiny"
 TINY_SEED = 0
 # Qwen1.5-0.5B's shape, scaled down; everything that makes it "Qwen" is kept
@@ -28,10 +31,6 @@ TINY_CONFIG = dict(
     bos_token_id=ENDOFTEXT_ID, eos_token_id=IM_END_ID, pad_token_id=ENDOFTEXT_ID,
 )
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("QWEN_SFT_CACHE", Path.home() / ".cache" / "qwen-sft"))
 
 
 def init_tiny(output_dir: str | Path, *, seed: int = TINY_SEED) -> Path:
@@ -52,14 +51,10 @@ def init_tiny(output_dir: str | Path, *, seed: int = TINY_SEED) -> Path:
     model.generation_config = GenerationConfig(
         bos_token_id=ENDOFTEXT_ID, eos_token_id=[IM_END_ID, ENDOFTEXT_ID], pad_token_id=ENDOFTEXT_ID,
         do_sample=False, max_new_tokens=512)
-    with tempfile.TemporaryDirectory(dir=output_dir.parent, prefix=f".{output_dir.name}.tmp") as tmp:
+    with atomic_dir(output_dir) as tmp:  # a crash never leaves a half-built model behind
         model.save_pretrained(tmp)
-        add_legacy_config_keys(Path(tmp) / "config.json")
+        add_legacy_config_keys(tmp / "config.json")
         build_tokenizer().save_pretrained(tmp)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(tmp, output_dir)
-        os.makedirs(tmp)  # TemporaryDirectory cleans up the name it created
     return output_dir
 
 
@@ -137,10 +132,29 @@ def _cpu_has_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def from_pretrained(loader, path: str, **kwargs):
+    """`loader.from_pretrained(path)`, with a hub id that cannot be reached (or a broken checkpoint) reported as
+    one line instead of transformers' traceback.
+
+    Raises:
+        UserError: naming the model and what went wrong.
+    """
+    try:
+        return loader.from_pretrained(path, **kwargs)
+    except OSError as err:  # transformers/huggingface_hub report unreachable or missing repos as OSError
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") not in (None, "", "0") else ""
+        raise UserError(f"model {path}: cannot be loaded{offline}: {_first_line(err)}; check the path or hub id, "
+                        "or download it first (huggingface-cli download ID)") from None
+
+
+def _first_line(err: Exception) -> str:
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+
+
 def load_tokenizer(path: str):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    return from_pretrained(AutoTokenizer, path)
 
 
 def load_model(path: str | Path, adapter: str | Path | None = None, dtype: str | torch.dtype = "auto",
@@ -157,7 +171,7 @@ def load_model(path: str | Path, adapter: str | Path | None = None, dtype: str |
     path = resolve_model_path(path)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch_dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype, device=device)
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    model = from_pretrained(AutoModelForCausalLM, path, dtype=torch_dtype)
     tokenizer_dir = path
     if adapter is not None:
         from peft import PeftModel
@@ -165,27 +179,12 @@ def load_model(path: str | Path, adapter: str | Path | None = None, dtype: str |
         adapter = Path(adapter)
         if not (adapter / "adapter_config.json").exists():
             raise UserError(f"adapter {adapter}: no adapter_config.json (not a peft adapter dir)")
-        check_adapter_base(adapter, model)
+        check_adapter_base(adapter, model.config)
         model = PeftModel.from_pretrained(model, str(adapter))
         if (adapter / "tokenizer_config.json").exists():
             tokenizer_dir = str(adapter)
     model.to(device).eval()
     return model, load_tokenizer(tokenizer_dir)
-
-
-def check_adapter_base(adapter: Path, model) -> None:
-    """An adapter only fits the architecture it was trained on; say so instead of a shape-mismatch trace."""
-    meta = adapter / "base_model.json"  # written by `train` beside the adapter
-    if not meta.exists():
-        return
-    trained_on = json.loads(meta.read_text())
-    config = model.config
-    mismatched = [k for k, v in trained_on.get("shape", {}).items() if getattr(config, k, v) != v]
-    if mismatched:
-        expected = ", ".join(f"{k}={trained_on['shape'][k]}" for k in mismatched)
-        got = ", ".join(f"{k}={getattr(config, k)}" for k in mismatched)
-        raise UserError(f"adapter {adapter} was trained on a different base model "
-                        f"({trained_on.get('path')}: {expected}); this model has {got}")
 
 
 def add_legacy_config_keys(config_file: Path) -> None:
@@ -203,8 +202,33 @@ def add_legacy_config_keys(config_file: Path) -> None:
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
-def base_model_shape(config) -> dict:
-    """The config fields an adapter depends on; stored with the adapter by `train`."""
-    keys = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-            "num_key_value_heads", "vocab_size")
-    return {k: getattr(config, k, None) for k in keys}
+def resolve_inference(args) -> tuple[str, Template]:
+    """(base model, Template) for a command's model section (`config.ModelArgs`): the base defaults to the
+    adapter's, the template to the one training recorded (adapter, then model dir).
+
+    Raises:
+        UserError: an unknown template, an adapter that names no base.
+    """
+    base = resolve_base(args.model, args.adapter)
+    name = args.template if args.template != "auto" else trained_template(base, args.adapter) or "qwen"
+    return base, get_template(name)
+
+
+def load_for_inference(args, device: str | None = None):
+    """(model, tokenizer, Template) for a command's model section; see `resolve_inference`.
+
+    Raises:
+        UserError: an unknown template, a model or adapter that cannot be loaded.
+    """
+    base, template = resolve_inference(args)  # a bad template name fails before the model loads
+    model, tokenizer = load_model(base, adapter=args.adapter, dtype=args.dtype, device=device)
+    log.info("model %s%s, template %s", base, f" + adapter {args.adapter}" if args.adapter else "", template.name)
+    return model, tokenizer, template
+
+
+def load_inference_tokenizer(args):
+    """(tokenizer, Template) as `load_for_inference` would give them, without loading any weights."""
+    base, template = resolve_inference(args)
+    adapter = Path(args.adapter) if args.adapter else None
+    has_own = adapter is not None and (adapter / "tokenizer_config.json").exists()
+    return load_tokenizer(str(adapter) if has_own else resolve_model_path(base)), template

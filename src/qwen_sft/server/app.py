@@ -10,12 +10,9 @@ checkpoint's generation_config.json values (as vLLM does), else OpenAI's default
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 import uuid
-from contextlib import asynccontextmanager, contextmanager
-from typing import Iterator
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
@@ -178,23 +175,3 @@ def chat_params(body: ChatCompletionRequest, defaults: SamplingParams, max_batch
         given["top_k"] = max(body.top_k, 0)  # vLLM: -1 = off
     return defaults.replace(**given, stop=tuple(stops), n=body.n, logprobs=body.logprobs,
                             top_logprobs=body.top_logprobs or 0)
-
-
-@contextmanager
-def running(app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
-    """Serve `app` with uvicorn on a background thread (tests, benchmarks); yields its base URL."""
-    import uvicorn
-
-    sock = socket.socket()
-    sock.bind((host, port))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started and thread.is_alive():
-        time.sleep(0.01)
-    try:
-        yield f"http://{host}:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
