@@ -260,3 +260,15 @@ def test_bf16_on_cpu_decodes_attention_in_fp32_and_restores_the_model(tiny_path)
     assert (ours - reference).abs().max() < 0.05  # bf16 rounding, not a different computation
     done = generate(model, tokenizer, ps, SamplingParams(max_new_tokens=4), stop_token_ids(tokenizer))
     assert all(len(c.token_ids) == 4 and max(c.token_ids) < 151646 for c in done)
+
+
+def test_peft_adapter_matches_transformers_generate(tmp_path, tiny_path):
+    from conftest import make_adapter
+    from peft import PeftModel
+
+    adapter = make_adapter(tmp_path / "adapter", tiny_path, targets=("q_proj", "v_proj", "down_proj"))
+    model, tokenizer = load_model(tiny_path, adapter=str(adapter), dtype="fp32")
+    assert isinstance(model, PeftModel)
+    ps, stops = prompts(tokenizer)[:2], stop_token_ids(tokenizer)
+    ours = generate(model, tokenizer, ps, SamplingParams(max_new_tokens=6), stops)
+    assert [c.token_ids for c in ours] == [hf_greedy(model, p, 6, stops) for p in ps]
