@@ -22,6 +22,22 @@ def tokenizer():
 
 
 @pytest.fixture(scope="session")
+def family_tokenizer():
+    """family -> a tokenizer of that Qwen family (its added tokens and published chat template), built once."""
+    from qwen_sft.tokenizer import FAMILIES, build_tokenizer
+
+    built = {}
+
+    def get(family):
+        if family not in built:
+            assert family in FAMILIES, family
+            built[family] = build_tokenizer(family)
+        return built[family]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def tiny_path():
     from qwen_sft.model import resolve_model_path
 

@@ -8,7 +8,7 @@ import pytest
 
 from qwen_sft.config import ModelArgs
 from qwen_sft.errors import UserError
-from qwen_sft.model import resolve_inference
+from qwen_sft.inference import load_inference_tokenizer
 from qwen_sft.run import read_run_info
 from qwen_sft.train import train
 from test_train import config, logged, small_data
@@ -20,7 +20,7 @@ def test_every_checkpoint_describes_itself(tmp_path):
         info = read_run_info(checkpoint)
         assert info["config"]["template"] == "qwen1.5-sft-legacy" and info["base_model"]["path"] == "tiny"
         assert info["base_model"]["hidden_size"] == 256
-        base, template = resolve_inference(ModelArgs(adapter=str(checkpoint)))  # as predict / serve / merge do
+        base, _, template = load_inference_tokenizer(ModelArgs(adapter=str(checkpoint)))  # as predict/serve do
         assert (base, template.name) == ("tiny", "qwen1.5-sft-legacy")
 
 

@@ -5,7 +5,7 @@ import importlib
 
 import pytest
 
-from qwen_sft.arguments import help_text, load_config, parse_args
+from qwen_sft.arguments import load_config, parse_args
 from qwen_sft.cli import COMMANDS, main
 from qwen_sft.config import TRAIN, to_dict
 from qwen_sft.errors import UserError
@@ -87,3 +87,14 @@ def test_command_lines_are_parsed_exactly():
         parse_args(["--dat", "d.jsonl", "--output", "p"], predict)
     with pytest.raises(UserError, match="unknown key 'learning_rate'"):  # a train key is not a predict key
         parse_args(["--data", "d", "--output", "p", "--learning_rate", "1"], predict)
+
+
+def test_choices_match_the_library():
+    import dataclasses
+
+    from qwen_sft.config import TEMPLATES, DataArgs
+    from qwen_sft.template import TEMPLATE_NAMES, Loss
+
+    assert set(TEMPLATES) == set(TEMPLATE_NAMES)
+    loss = next(f for f in dataclasses.fields(DataArgs) if f.name == "loss")
+    assert set(loss.metadata["choices"]) == {mode.value for mode in Loss}

@@ -105,3 +105,81 @@ def test_prediction_inputs_may_lack_answers(tmp_path):
 def test_missing_source_is_user_error():
     with pytest.raises(UserError, match="no such file"):
         load_samples("does/not/exist.jsonl")
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+OPENAI_TOOL_RECORD = {"tools": TOOLS, "messages": [
+    {"role": "system", "content": "S"},
+    {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": None, "reasoning_content": "Use the tool.", "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+    {"role": "tool", "tool_call_id": "call_1", "content": "18"},
+    {"role": "assistant", "content": "18°C."}]}
+NORMAL_TOOL_MESSAGES = [
+    {"role": "system", "content": "S"}, {"role": "user", "content": "Weather in Paris?"},
+    {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+    {"role": "tool", "content": "18"}, {"role": "assistant", "content": "18°C."}]
+
+
+def test_openai_tool_calls_reasoning_and_tools(tmp_path):
+    [sample] = load_samples(_write(tmp_path, "m.jsonl", [OPENAI_TOOL_RECORD]))
+    assert sample.tools == TOOLS
+    call = sample.messages[2]
+    assert call["content"] == "" and call["reasoning_content"] == "Use the tool."
+    assert call["tool_calls"] == [{"id": "call_1", "type": "function",
+                                   "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]
+    assert sample.messages[3] == {"role": "tool", "content": "18", "tool_call_id": "call_1"}
+
+
+def test_sharegpt_function_call_and_observation_turns(tmp_path):
+    record = {"system": "S", "tools": json.dumps([TOOLS[0]["function"]]), "conversations": [  # LLaMA-Factory
+        {"from": "human", "value": "Weather in Paris?"},
+        {"from": "function_call", "value": '{"name": "get_weather", "arguments": {"city": "Paris"}}'},
+        {"from": "observation", "value": "18"},
+        {"from": "gpt", "value": "18°C."}]}
+    [sample] = load_samples(_write(tmp_path, "s.jsonl", [record]))
+    assert sample.messages == NORMAL_TOOL_MESSAGES and sample.tools == TOOLS
+
+
+def test_a_conversation_may_end_on_a_tool_call_and_plain_records_keep_their_shape(tmp_path):
+    record = {"messages": OPENAI_TOOL_RECORD["messages"][:3]}
+    [sample] = load_samples(_write(tmp_path, "m.jsonl", [record]))
+    assert sample.messages[-1]["tool_calls"] and sample.tools is None
+    [plain] = load_samples(_write(tmp_path, "p.jsonl", [{"messages": [{"role": "user", "content": "q"},
+                                                                        {"role": "assistant", "content": "a"}]}]))
+    assert plain.messages == [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+
+
+BAD_TOOLS = {  # record -> what the one-line error must say
+    "bad_arguments": ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [
+        {"function": {"name": "f", "arguments": "{city: Paris}"}}]}]},
+        "field 'messages[1].tool_calls[0].function.arguments': invalid JSON"),
+    "bad_tools": ({"tools": "[{]", "messages": [{"role": "user", "content": "q"},
+                                                {"role": "assistant", "content": "a"}]}, "field 'tools': invalid JSON"),
+    "bad_function_call": ({"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "{"}]},
+                          "field 'conversations[1].value': invalid JSON"),
+    "tool_without_call": ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"},
+                                        {"role": "tool", "content": "r"}]},
+                          "message 2: expected role 'user', got 'tool'"),
+    "call_without_result": ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [
+        {"function": {"name": "f", "arguments": {}}}]}, {"role": "user", "content": "again"}]},
+        "message 2: expected role 'tool', got 'user'"),
+    "ends_on_tool": ({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "tool_calls": [
+        {"function": {"name": "f"}}]}, {"role": "tool", "content": "r"}]}, "conversation ends on a tool turn"),
+    "reasoning_not_text": ({"messages": [{"role": "user", "content": "q"},
+                                         {"role": "assistant", "content": "a", "reasoning_content": 1}]},
+                           "field 'messages[1].reasoning_content': expected a string, got int"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_TOOLS))
+def test_bad_tool_records_are_one_line_naming_file_line_and_field(tmp_path, name):
+    record, what = BAD_TOOLS[name]
+    path = _write(tmp_path, f"{name}.jsonl", [{"messages": [{"role": "user", "content": "ok"},
+                                                            {"role": "assistant", "content": "ok"}]}, record]
+                  if "messages" in record else [record])
+    with pytest.raises(UserError) as err:
+        load_samples(path)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{path}:"), message
+    assert what in message, message

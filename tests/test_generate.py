@@ -15,7 +15,8 @@ from qwen_sft.cli import main
 from qwen_sft.errors import UserError
 from qwen_sft.config import ModelArgs
 from qwen_sft.generate import Sampling, generate_batch, generate_ids
-from qwen_sft.model import load_for_inference, load_model, resolve_inference
+from qwen_sft.inference import load_for_inference, load_inference_tokenizer
+from qwen_sft.model import load_model
 from qwen_sft.template import encode_prompt, get_template
 from qwen_sft.tokenizer import IM_END_ID
 from conftest import make_adapter
@@ -121,9 +122,10 @@ def test_adapter_sets_base_and_template(tmp_path, tiny_path):
     from peft import PeftModel
 
     adapter = make_adapter(tmp_path / "adapter", tiny_path, "qwen1.5-sft-legacy")
-    assert resolve_inference(ModelArgs(adapter=str(adapter)))[1].name == "qwen1.5-sft-legacy"
-    assert resolve_inference(ModelArgs(adapter=str(adapter), template="qwen"))[1].name == "qwen"  # --template wins
-    assert resolve_inference(ModelArgs()) == ("tiny", get_template("qwen"))
+    assert load_inference_tokenizer(ModelArgs(adapter=str(adapter)))[2].name == "qwen1.5-sft-legacy"
+    assert load_inference_tokenizer(ModelArgs(adapter=str(adapter), template="qwen2"))[2].name == "qwen2"  # wins
+    base, _, template = load_inference_tokenizer(ModelArgs())
+    assert (base, template.name) == ("tiny", "qwen1.5")  # auto: proven from tiny's own chat template
     model, tokenizer, template = load_for_inference(ModelArgs(adapter=str(adapter), dtype="fp32"))  # base: run_config
     assert isinstance(model, PeftModel) and template.name == "qwen1.5-sft-legacy"
     (text, reason), = generate_batch(model, tokenizer, [prompt(tokenizer, "hi", template)], Sampling(max_new_tokens=3))

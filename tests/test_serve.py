@@ -168,7 +168,8 @@ BAD = {
     "wrong type (bool)": (_messages(stream="yes"), 400, "stream"),
     "empty messages": ('{"messages": []}', 400, "messages"),
     "missing messages": ("{}", 400, "messages"),
-    "unknown role": ('{"messages": [{"role": "tool", "content": "x"}]}', 400, "messages.0.role"),
+    "unknown role": ('{"messages": [{"role": "function", "content": "x"}]}', 400, "messages.0.role"),
+    "tool turn for a template without tools": ('{"messages": [{"role": "tool", "content": "x"}]}', 400, "messages"),
     "content not text": ('{"messages": [{"role": "user", "content": 5}]}', 400, "messages.0.content"),
     "temperature out of range": (_messages(temperature=3), 400, "temperature"),
     "NaN": ('{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}', 400, "temperature"),
@@ -196,14 +197,46 @@ def test_bad_input_gets_4xx_with_openai_error(http, body, status, param):
     assert set(error) == {"message", "type", "param", "code"} and error["message"] and error["param"] == param
 
 
-def test_tools_need_a_template_that_renders_them(http):
-    from qwen_sft.server.prompt import supports_tools
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+TOOL_TURNS = [{"role": "user", "content": "Weather in Paris?"},
+              {"role": "assistant", "content": None, "tool_calls": [
+                  {"id": "call_1", "type": "function",
+                   "function": {"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}}]},
+              {"role": "tool", "tool_call_id": "call_1", "content": "{\\"temperature\\": 18}"}]
 
-    if supports_tools():
-        pytest.skip("the template layer renders tools now: test the tool-call round trip instead")
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
-    r = http.post("/v1/chat/completions", json={"messages": HELLO, "tools": tools})
+
+def test_tools_need_a_template_with_a_tool_format(http):
+    r = http.post("/v1/chat/completions", json={"messages": HELLO, "tools": [WEATHER]})  # `qwen` = qwen1.5: none
     assert r.status_code == 400 and r.json()["error"]["param"] == "tools"
+
+
+def test_tools_are_rendered_and_calls_parsed_with_qwen25(loaded):
+    from fastapi.testclient import TestClient
+
+    from qwen_sft.server.app import _message
+    from qwen_sft.server.output import Answer
+    from qwen_sft.generation import Finished
+
+    model, tokenizer = loaded
+    app = make_app(loaded, template="qwen2.5")
+    with TestClient(app) as client:
+        r = client.post("/v1/chat/completions", json={"messages": TOOL_TURNS, "tools": [WEATHER], "max_tokens": 2})
+        assert r.status_code == 200, r.text
+        streamed = client.post("/v1/chat/completions", json={"messages": TOOL_TURNS, "tools": [WEATHER],
+                                                              "stream": True})
+        assert streamed.status_code == 400 and streamed.json()["error"]["param"] == "stream"
+    normalized = [TOOL_TURNS[0], {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": TOOL_TURNS[2]["content"]}]
+    expected = encode_prompt(normalized, tokenizer, get_template("qwen2.5"), [WEATHER])
+    assert r.json()["usage"]["prompt_tokens"] == len(expected)
+    answer = Answer(done=Finished("stop", 1, 1))
+    text = 'Let me look.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome"}}\n</tool_call>'
+    message, reason = _message(text, answer, [WEATHER])
+    assert reason == "tool_calls" and message.content == "Let me look."
+    assert message.tool_calls[0].function.name == "get_weather"
+    assert json.loads(message.tool_calls[0].function.arguments) == {"city": "Rome"}
+    assert _message(text, answer, None) == (type(message)(content=text), "stop")  # no tools offered: plain text
 
 
 def test_n_logprobs_and_penalties(http, loaded):

@@ -156,3 +156,37 @@ def test_wrong_vocab_file_is_user_error(monkeypatch):
     finally:
         monkeypatch.undo()
         qtok._load_ranks.cache_clear()
+
+
+@pytest.mark.parametrize("family,size", [("qwen1.5", 151646), ("qwen2", 151646), ("qwen2.5", 151665),
+                                         ("qwen3", 151669)])
+def test_family_tokenizers_carry_the_published_added_tokens(family, size, tmp_path):
+    tok = qtok.build_tokenizer(family)
+    assert len(tok) == size and tok.chat_template == qtok.official_chat_template(family)
+    added = {t.content: (i, t.special) for i, t in tok.added_tokens_decoder.items()}
+    for offset, (text, special) in enumerate(qtok.ADDED_TOKENS[:size - 151646]):
+        assert added[text] == (151646 + offset, special), text
+    expected = {"qwen2.5": {"<tool_call>": 151657, "</tool_call>": 151658, "<|file_sep|>": 151664},
+                "qwen3": {"<tool_response>": 151665, "</tool_response>": 151666, "<think>": 151667, "</think>": 151668}}
+    for text, i in expected.get(family, {}).items():
+        assert tok(text, add_special_tokens=False).input_ids == [i]
+    assert tok.decode([151644, 151646] if size > 151646 else [151644], skip_special_tokens=True) == ""
+    if family == "qwen3":  # the markers are not special: decoded text keeps them (reasoning / tool parsing)
+        assert tok.decode([151667, 151657], skip_special_tokens=True) == "<think><tool_call>"
+    tok.save_pretrained(tmp_path)
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert again.get_added_vocab() == tok.get_added_vocab() and again.chat_template == tok.chat_template
+
+
+def test_text_tokenizer_has_no_added_tokens(tok, tik):
+    qwen3 = qtok.build_tokenizer("qwen3")
+    plain, added = qtok.text_tokenizer(qwen3)
+    text = "a<|im_end|>b<think>c</tool_call>"
+    assert plain.encode(text, add_special_tokens=False).ids == tik.encode_ordinary(text)
+    assert added["<think>"] == 151667 and added["<|im_end|>"] == 151645
+    assert qtok.text_tokenizer(qwen3)[0] is plain  # cached per tokenizer
+
+
+def test_unknown_family_is_user_error():
+    with pytest.raises(UserError, match="unknown tokenizer family 'qwen4'"):
+        qtok.build_tokenizer("qwen4")

@@ -56,8 +56,9 @@ class DataArgs:
     skip_bad: bool = arg(False, "skip malformed or untrainable records (each one reported) instead of stopping")
     max_length: int = arg(1024, "tokens per example; longer ones are cut (whole messages kept while they fit)", low=1)
     loss: str = arg("all", "trained tokens: all = the whole sequence (the spec's advice), assistant = every answer "
-                           "(TRL/LLaMA-Factory's answer-only), last = the last answer",
-                    choices=("all", "assistant", "last"))
+                           "(TRL/LLaMA-Factory's answer-only), last = the last answer; *_no_reasoning: Qwen3 "
+                           "<think> blocks as context, not trained",
+                    choices=("all", "assistant", "last", "assistant_no_reasoning", "last_no_reasoning"))
     packing: bool = arg(False, "padding-free: concatenate examples into rows of up to max_length tokens")
 
 

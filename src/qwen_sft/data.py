@@ -5,8 +5,18 @@ name (`owner/name`, resolved by `datasets.load_dataset` where a hub is reachable
 detected from the first record or named with `fmt`:
 
   alpaca    {"instruction", "input"?, "output", "system"?, "history"?: [[question, answer], ...]}
-  sharegpt  {"conversations": [{"from": "system"|"human"|"gpt", "value"}, ...]}
-  messages  {"messages": [{"role": "system"|"user"|"assistant", "content"}, ...]}   (OpenAI)
+  sharegpt  {"conversations": [{"from": "system"|"human"|"gpt"|"function_call"|"observation", "value"}, ...],
+             "system"?, "tools"?}                                                     (LLaMA-Factory)
+  messages  {"messages": [{"role": "system"|"user"|"assistant"|"tool", "content", ...}, ...], "tools"?} (OpenAI)
+
+Tool calling (see tools.py for the one shape everything becomes):
+  messages  assistant `tool_calls` (OpenAI; `arguments` a JSON string or object), `tool` messages with
+            `tool_call_id` / `name`, and the record's `tools` list
+  sharegpt  a `function_call` turn (the JSON of {"name", "arguments"} or a list of them) becomes an
+            assistant message with `tool_calls`, an `observation` turn a `tool` message; `tools` is a
+            list or its JSON string
+  alpaca    none: the format has no place for a tool turn
+Assistant messages may carry `reasoning_content` (messages format; rendered by the qwen3 template).
 
 Every problem is reported as one line naming the file, the line (JSONL) or index (JSON array), the field
 and what is wrong. Nothing is dropped silently: with `skip_bad=True` bad records are skipped and counted.
@@ -21,19 +31,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qwen_sft.errors import UserError
+from qwen_sft.tools import ToolFormatError, normalize_tool_calls, normalize_tools
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("alpaca", "sharegpt", "messages")
-SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
-ROLES = ("system", "user", "assistant")
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "function_call": "function_call", "observation": "tool"}
+ROLES = ("system", "user", "assistant", "tool")
 
 
 @dataclass
 class Sample:
-    messages: list[dict]  # [{"role", "content"}, ...], alternating user/assistant after an optional system
+    # [{"role", "content"}, ...]: user / assistant turns after an optional system message; an assistant
+    # message may add "reasoning_content" and "tool_calls" (then "tool" messages with its results follow)
+    messages: list[dict]
     record: dict  # the raw record, written back by `predict`
     where: str  # "file:line" or "file[index]"
+    tools: list[dict] | None = None  # OpenAI tool definitions offered in this conversation
 
 
 class BadRecord(ValueError):
@@ -72,12 +87,13 @@ def load_samples(source: str | Path, fmt: str = "auto", require_answer: bool = T
                 raise BadRecord(f"looks like {shape} but the file's records are {fmt} (mixed formats in one file)")
             messages = to_messages(record, fmt)
             validate_messages(messages, require_answer)
-        except BadRecord as err:
+            tools = to_tools(record, fmt)
+        except (BadRecord, ToolFormatError) as err:
             if not skip_bad:
                 raise UserError(f"{where}: {err}") from None
             bad.append(f"{where}: {err}")
             continue
-        samples.append(Sample(messages=messages, record=record, where=where))
+        samples.append(Sample(messages=messages, record=record, where=where, tools=tools))
     if bad:
         log.warning("skip_bad: skipped %d bad record(s) of %d in %s:\n  %s", len(bad), len(bad) + len(samples),
                     source, "\n  ".join(bad[:20]) + ("\n  ..." if len(bad) > 20 else ""))
@@ -98,16 +114,58 @@ def detect_format(record: dict) -> str:
 
 
 def to_messages(record: dict, fmt: str) -> list[dict]:
-    """Convert one record of a known format into ChatML messages."""
+    """Convert one record of a known format into ChatML messages.
+
+    Raises:
+        BadRecord / ToolFormatError: naming the field.
+    """
     if fmt == "alpaca":
         return _alpaca(record)
     if fmt == "sharegpt":
         turns = _field(record, "conversations", list)
-        return [{"role": _role(t, i, "from", SHAREGPT_ROLES, "conversations"),
-                 "content": _text(t, "value", f"conversations[{i}].value")} for i, t in enumerate(turns)]
+        system = _text(record, "system", "system", required=False)
+        return [{"role": "system", "content": system}] * bool(system) + [_sharegpt(t, i) for i, t in enumerate(turns)]
     turns = _field(record, "messages", list)
-    return [{"role": _role(t, i, "role", {r: r for r in ROLES}, "messages"),
-             "content": _text(t, "content", f"messages[{i}].content")} for i, t in enumerate(turns)]
+    return [_openai(t, i) for i, t in enumerate(turns)]
+
+
+def to_tools(record: dict, fmt: str) -> list[dict] | None:
+    """The record's tool definitions (OpenAI tool dicts), or None.
+
+    Raises:
+        ToolFormatError: naming the field.
+    """
+    return None if fmt == "alpaca" else normalize_tools(record.get("tools"))
+
+
+def _sharegpt(turn, i: int) -> dict:
+    role = _role(turn, i, "from", SHAREGPT_ROLES, "conversations")
+    value = _text(turn, "value", f"conversations[{i}].value")
+    if role == "function_call":  # LLaMA-Factory: the assistant's call(s) as JSON, without text
+        calls = normalize_tool_calls(value, f"conversations[{i}].value")
+        if not calls:
+            raise BadRecord(f"field 'conversations[{i}].value': no tool call in it")
+        return {"role": "assistant", "content": "", "tool_calls": calls}
+    return {"role": role, "content": value}
+
+
+def _openai(turn, i: int) -> dict:
+    role = _role(turn, i, "role", {r: r for r in ROLES}, "messages")
+    calls = normalize_tool_calls(turn.get("tool_calls"), f"messages[{i}].tool_calls") if role == "assistant" else None
+    # OpenAI sends content null beside tool_calls
+    message = {"role": role, "content": _text(turn, "content", f"messages[{i}].content", required=not calls)}
+    if role == "assistant":
+        reasoning = _text(turn, "reasoning_content", f"messages[{i}].reasoning_content", required=False)
+        if reasoning:
+            message["reasoning_content"] = reasoning
+        if calls:
+            message["tool_calls"] = calls
+    elif role == "tool":
+        for key in ("tool_call_id", "name"):
+            if turn.get(key) is not None:
+                message[key] = _text(turn, key, f"messages[{i}].{key}")
+    return message
+
 
 
 def _alpaca(record: dict) -> list[dict]:
@@ -126,27 +184,43 @@ def _alpaca(record: dict) -> list[dict]:
 
 
 def validate_messages(messages: list[dict], require_answer: bool = True) -> None:
-    """Check roles alternate user/assistant after an optional leading system message.
+    """Check the turn order: after an optional system message, user and assistant alternate, except that an
+    assistant message with tool_calls is followed by one or more tool messages (its results) and then the
+    assistant again.
 
     Raises:
         BadRecord: naming the message index and what is wrong.
     """
-    body = messages[1:] if messages and messages[0]["role"] == "system" else messages
-    if not body:
+    first = 1 if messages and messages[0]["role"] == "system" else 0
+    if len(messages) == first:
         raise BadRecord("conversation has no user message")
-    for i, m in enumerate(body):
-        expected = "user" if i % 2 == 0 else "assistant"
-        if m["role"] != expected:
-            index = i + (len(messages) - len(body))
-            raise BadRecord(f"message {index}: expected role {expected!r}, got {m['role']!r} "
-                            "(roles must alternate user/assistant after an optional system message)")
+    previous = None
+    for index in range(first, len(messages)):
+        m = messages[index]
+        expected = _next_roles(previous)
+        if m["role"] not in expected:
+            raise BadRecord(f"message {index}: expected role {' or '.join(map(repr, expected))}, got {m['role']!r} "
+                            "(roles must alternate user/assistant after an optional system message; an assistant "
+                            "message with tool_calls is followed by tool messages)")
+        previous = m
     if not require_answer:
         return
-    if body[-1]["role"] != "assistant":
-        raise BadRecord("conversation ends on a user turn: there is no answer to train on")
-    for i, m in enumerate(body):
-        if m["role"] == "assistant" and not m["content"].strip():
-            raise BadRecord(f"message {i + len(messages) - len(body)}: empty assistant answer")
+    if messages[-1]["role"] != "assistant":
+        raise BadRecord(f"conversation ends on a {messages[-1]['role']} turn: there is no answer to train on")
+    for index in range(first, len(messages)):
+        m = messages[index]
+        if m["role"] == "assistant" and not m["content"].strip() and not m.get("tool_calls"):
+            raise BadRecord(f"message {index}: empty assistant answer")
+
+
+def _next_roles(previous: dict | None) -> tuple[str, ...]:
+    if previous is None:
+        return ("user",)
+    if previous["role"] == "user":
+        return ("assistant",)
+    if previous["role"] == "assistant":
+        return ("tool",) if previous.get("tool_calls") else ("user",)
+    return ("tool", "assistant")  # after a tool result: more results, or the assistant using them
 
 
 def _field(record: dict, key: str, kind: type):

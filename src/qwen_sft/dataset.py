@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from qwen_sft.data import Sample, load_samples
 from qwen_sft.errors import UserError
-from qwen_sft.template import IGNORE_INDEX, Example, Template, encode_example
+from qwen_sft.template import IGNORE_INDEX, Example, Template, encode_sample
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def encode_samples(samples: list[Sample], tokenizer, template: Template, *, loss
     """
     out = Encoded([], [])
     for sample in samples:
-        example = encode_example(sample.messages, tokenizer, template, loss=loss, max_length=max_length)
+        example = encode_sample(sample, tokenizer, template, loss=loss, max_length=max_length)
         if all(label == IGNORE_INDEX for label in example.labels[1:]):  # position 0 is never predicted
             why = (f"nothing left to train after truncation to max_length={max_length} with loss={loss} "
                    "(the prompt alone fills it); raise max_length")

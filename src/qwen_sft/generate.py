@@ -74,7 +74,7 @@ def predict_samples(model, tokenizer, samples, chat_template, sampling: Sampling
 
     if batch_size < 1:
         raise UserError(f"batch_size: must be >= 1, got {batch_size}")
-    prompts = [encode_prompt(prompt_messages(s.messages), tokenizer, chat_template) for s in samples]
+    prompts = [encode_prompt(prompt_messages(s.messages), tokenizer, chat_template, s.tools) for s in samples]
     with tqdm(total=len(prompts), desc="predict", unit="ex", disable=not progress) as bar:
         done = _complete(model, tokenizer, prompts, sampling, batch_size, on_finish=lambda _: bar.update(1))
     return [(c.text, c.finish_reason) for c in done]

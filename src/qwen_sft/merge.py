@@ -3,7 +3,8 @@
 The output is the standard Qwen2 layout — config.json, model*.safetensors, generation_config.json,
 tokenizer files — and nothing else, so plain `transformers` (no peft) and `vllm serve DIR` load it
 unchanged. Two things are set so the merged model behaves as it did under `qwen-sft chat`:
-  chat template          generated from the template the adapter was trained with (`render`'s exact text),
+  chat template          the template the adapter was trained with: for qwen2 / qwen2.5 / qwen3 the family's
+                         published Jinja (proven equal to `render`), else generated from `render`'s rules,
                          so a server applying it builds the prompts training saw
   generation_config.json eos_token_id = [<|im_end|>, <|endoftext|>]: servers stop where `generate` stops
 """
@@ -26,6 +27,8 @@ from qwen_sft.model import (
 )
 from qwen_sft.run import resolve_base, trained_template
 from qwen_sft.template import Template, get_template, stop_token_ids
+from qwen_sft.template_proof import resolve_template as template_for
+from qwen_sft.tokenizer import official_chat_template
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +39,8 @@ def merge_adapter(adapter: str | Path, output: str | Path, model: str | None = N
 
     Args:
         model: base model (default: the one the adapter was trained on, from its run_config.yaml).
-        template: chat template to write (default / auto: the one the adapter was trained with, else qwen).
+        template: chat template to write (default / auto: the one the adapter was trained with, else the one
+            the base checkpoint's chat template proves).
         dtype: auto (the base checkpoint's dtype, else bf16) | bf16 | fp32 | fp16.
         overwrite: replace an existing non-empty output dir.
 
@@ -52,11 +56,13 @@ def merge_adapter(adapter: str | Path, output: str | Path, model: str | None = N
     if output.exists() and any(output.iterdir()) and not overwrite:
         raise UserError(f"output {output}: exists and is not empty; pass --overwrite or choose another directory")
     base = resolve_base(model, str(adapter))
-    explicit = template if template not in (None, "auto") else None
-    chat_template = get_template(explicit or trained_template(base, str(adapter)) or "qwen")
+    name = template if template not in (None, "auto") else trained_template(base, str(adapter)) or "auto"
+    if name != "auto":
+        get_template(name)  # fail on a bad name before loading
     torch_dtype = merge_dtype(dtype, resolve_model_path(base))
 
     peft_model, tokenizer = load_model(base, adapter=adapter, dtype=torch_dtype, device="cpu")
+    chat_template = template_for(name, tokenizer)  # before the tokenizer's own template is replaced
     log.info("merging %s into %s (%s)", adapter, base, str(torch_dtype).removeprefix("torch."))
     merged = peft_model.merge_and_unload()  # W + scale * B @ A (DoRA: magnitude-rescaled), adapters removed
     merged.generation_config.eos_token_id = stop_token_ids(tokenizer)
@@ -87,7 +93,11 @@ def merge_dtype(name: str, base_path: str) -> torch.dtype:
 
 
 def chat_template_jinja(template: Template) -> str:
-    """A Jinja chat template rendering exactly what `template.render` renders (tests check both agree)."""
+    """A Jinja chat template rendering exactly what `template.render` renders (tests check both agree): the
+    published one for official families, else generated (qwen1.5 and the legacy template: ChatML turns)."""
+    if template.official:
+        return official_chat_template(template.official)
+
     def literal(text: str) -> str:
         return json.dumps(text)  # a JSON string is a valid Jinja string literal (\\n, \\", unicode)
 

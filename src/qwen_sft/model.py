@@ -1,8 +1,12 @@
-"""Models: the embedded `tiny` default, loading a checkpoint (+ adapter), and the dtype policy.
+"""Models: the embedded `tiny` defaults, loading a checkpoint (+ adapter), and the dtype policy.
 
 `tiny` is a random-init model of the Qwen1.5 architecture (Qwen2ForCausalLM: q/k/v bias, untied
-embeddings, 151936-row vocabulary, rope_theta 1e6) with the real Qwen tokenizer. It is built once into
-the cache dir (`$QWEN_SFT_CACHE`, default ~/.cache/qwen-sft) and is deterministic for a seed.
+embeddings, 151936-row vocabulary, rope_theta 1e6) with the real Qwen tokenizer. `tiny-qwen2.5` and
+`tiny-qwen3` are the same idea for the later families (`init-tiny --family`): the Qwen2.5-7B shape scaled
+down (grouped-query attention, 152064-row vocabulary) and the Qwen3-0.6B one (Qwen3ForCausalLM: q/k
+RMSNorm, no attention bias, head_dim independent of hidden_size, tied embeddings), each with its family's
+tokenizer (added tokens, official chat template) and generation_config. They are built once into the
+cache dir (`$QWEN_SFT_CACHE`, default ~/.cache/qwen-sft) and are deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -16,11 +20,11 @@ import torch
 
 from qwen_sft.errors import UserError
 from qwen_sft.files import atomic_dir, cache_dir
-from qwen_sft.run import check_adapter_base, resolve_base, trained_template
-from qwen_sft.template import Template, get_template
+from qwen_sft.run import check_adapter_base
 from qwen_sft.tokenizer import ENDOFTEXT_ID, IM_END_ID, build_tokenizer
 
 log = logging.getLogger(__name__)
+
 TINY = "tiny"
 TINY_SEED = 0
 # Qwen1.5-0.5B's shape, scaled down; everything that makes it "Qwen" is kept
@@ -30,40 +34,63 @@ TINY_CONFIG = dict(
     tie_word_embeddings=False, hidden_act="silu", initializer_range=0.02, use_sliding_window=False,
     bos_token_id=ENDOFTEXT_ID, eos_token_id=IM_END_ID, pad_token_id=ENDOFTEXT_ID,
 )
+# family -> (architecture, config, generation_config beyond eos/pad/bos) of its tiny model
+TINY_FAMILIES = {
+    "qwen1.5": ("Qwen2ForCausalLM", TINY_CONFIG, dict(do_sample=False, max_new_tokens=512)),
+    # Qwen2.5-7B-Instruct: 28 query heads share 4 key/value heads, 152064 output rows; here 8 share 2
+    "qwen2.5": ("Qwen2ForCausalLM", {**TINY_CONFIG, "vocab_size": 152064, "num_attention_heads": 8,
+                                     "num_key_value_heads": 2},
+                dict(do_sample=True, temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05)),
+    # Qwen3-0.6B: 16 query heads x head_dim 128 (2048) on hidden 1024, 8 kv heads, tied; here 8 x 64 on 256
+    "qwen3": ("Qwen3ForCausalLM", {**TINY_CONFIG, "num_attention_heads": 8, "num_key_value_heads": 4, "head_dim": 64,
+                                   "attention_bias": False, "tie_word_embeddings": True,
+                                   "max_position_embeddings": 40960},
+              dict(do_sample=True, temperature=0.6, top_p=0.95, top_k=20)),
+}
+TINY_NAMES = {TINY: "qwen1.5", "tiny-qwen1.5": "qwen1.5", "tiny-qwen2.5": "qwen2.5", "tiny-qwen3": "qwen3"}
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
-def init_tiny(output_dir: str | Path, *, seed: int = TINY_SEED) -> Path:
-    """Write the embedded default model (weights, config, tokenizer, generation config) to `output_dir`.
+def init_tiny(output_dir: str | Path, *, seed: int = TINY_SEED, family: str = "qwen1.5") -> Path:
+    """Write an embedded default model (weights, config, tokenizer, generation config) to `output_dir`.
 
     Args:
         output_dir: where to write it.
-        seed: random-init seed (the built-in `tiny` uses 0).
+        seed: random-init seed (the built-in `tiny` models use 0).
+        family: qwen1.5 (`tiny`) | qwen2.5 (`tiny-qwen2.5`) | qwen3 (`tiny-qwen3`).
 
     Written to a temporary sibling and renamed, so a crash never leaves a half-built model behind.
-    """
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    Raises:
+        UserError: an unknown family.
+    """
+    import transformers
+
+    if family not in TINY_FAMILIES:
+        raise UserError(f"--family {family!r}: choose one of: {', '.join(TINY_FAMILIES)}")
+    architecture, config, generation = TINY_FAMILIES[family]
+    config_class = getattr(transformers, architecture.replace("ForCausalLM", "Config"))
     torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(Qwen2Config(**TINY_CONFIG)).to(torch.bfloat16)  # bf16 on disk, like Qwen's
-    model.generation_config = GenerationConfig(
-        bos_token_id=ENDOFTEXT_ID, eos_token_id=[IM_END_ID, ENDOFTEXT_ID], pad_token_id=ENDOFTEXT_ID,
-        do_sample=False, max_new_tokens=512)
-    with atomic_dir(output_dir) as tmp:  # a crash never leaves a half-built model behind
+    # bf16 on disk, like Qwen's
+    model = getattr(transformers, architecture)(config_class(**config)).to(torch.bfloat16)
+    model.generation_config = transformers.GenerationConfig(
+        bos_token_id=ENDOFTEXT_ID, eos_token_id=[IM_END_ID, ENDOFTEXT_ID], pad_token_id=ENDOFTEXT_ID, **generation)
+    with atomic_dir(output_dir) as tmp:
         model.save_pretrained(tmp)
         add_legacy_config_keys(tmp / "config.json")
-        build_tokenizer().save_pretrained(tmp)
+        build_tokenizer(family).save_pretrained(tmp, save_jinja_files=False)  # template in tokenizer_config
     return output_dir
 
 
 def resolve_model_path(name: str | Path) -> str:
-    """`tiny` → the built embedded default; a local dir → checked for weights; anything else → hub id."""
-    if str(name) == TINY:
-        path = cache_dir() / f"tiny-seed{TINY_SEED}"
+    """`tiny` / `tiny-qwen2.5` / `tiny-qwen3` → the built embedded default; a local dir → checked for
+    weights; anything else → hub id."""
+    family = TINY_NAMES.get(str(name))
+    if family is not None:
+        stem = "tiny" if family == "qwen1.5" else f"tiny-{family}"  # `tiny` keeps the cache dir it always had
+        path = cache_dir() / f"{stem}-seed{TINY_SEED}"
         if not (path / "config.json").exists():
-            init_tiny(path)
+            init_tiny(path, family=family)
         return str(path)
     path = Path(name)
     if path.exists():
@@ -200,35 +227,3 @@ def add_legacy_config_keys(config_file: Path) -> None:
     if config.get("dtype"):
         config.setdefault("torch_dtype", config["dtype"])
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def resolve_inference(args) -> tuple[str, Template]:
-    """(base model, Template) for a command's model section (`config.ModelArgs`): the base defaults to the
-    adapter's, the template to the one training recorded (adapter, then model dir).
-
-    Raises:
-        UserError: an unknown template, an adapter that names no base.
-    """
-    base = resolve_base(args.model, args.adapter)
-    name = args.template if args.template != "auto" else trained_template(base, args.adapter) or "qwen"
-    return base, get_template(name)
-
-
-def load_for_inference(args, device: str | None = None):
-    """(model, tokenizer, Template) for a command's model section; see `resolve_inference`.
-
-    Raises:
-        UserError: an unknown template, a model or adapter that cannot be loaded.
-    """
-    base, template = resolve_inference(args)  # a bad template name fails before the model loads
-    model, tokenizer = load_model(base, adapter=args.adapter, dtype=args.dtype, device=device)
-    log.info("model %s%s, template %s", base, f" + adapter {args.adapter}" if args.adapter else "", template.name)
-    return model, tokenizer, template
-
-
-def load_inference_tokenizer(args):
-    """(tokenizer, Template) as `load_for_inference` would give them, without loading any weights."""
-    base, template = resolve_inference(args)
-    adapter = Path(args.adapter) if args.adapter else None
-    has_own = adapter is not None and (adapter / "tokenizer_config.json").exists()
-    return load_tokenizer(str(adapter) if has_own else resolve_model_path(base)), template

@@ -22,7 +22,7 @@ from qwen_sft.errors import UserError
 
 RUN_FILE = "run_config.yaml"
 SHAPE_KEYS = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-              "num_key_value_heads", "vocab_size")
+              "num_key_value_heads", "head_dim", "vocab_size")  # head_dim: Qwen3's is not hidden / heads
 
 
 def write_run_info(directory: str | Path, cfg: Config, model_config) -> None:

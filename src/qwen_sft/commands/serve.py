@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 def main(cfg: Config) -> int:
     import uvicorn
 
-    from qwen_sft.model import load_for_inference
+    from qwen_sft.inference import load_for_inference
     from qwen_sft.server import check_port_free, create_app
 
     opts = cfg.serve

@@ -23,7 +23,7 @@ from qwen_sft.generation import AsyncEngine, QueueFull, SamplingParams, from_gen
 from qwen_sft.server.errors import ERRORS, ApiError, add_error_handlers
 from qwen_sft.server.guard import Guard
 from qwen_sft.server.output import ClientGone, LogprobFormatter, collect, sse, usage
-from qwen_sft.server.prompt import encode_chat
+from qwen_sft.server.prompt import encode_chat, split_tool_calls, template_messages
 from qwen_sft.server.schema import (AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, ChoiceLogprobs,
                                     ModelCard, ModelList, TextGenerateRequest, TextGenerateResponse)
 from qwen_sft.template import Template, get_template, stop_token_ids
@@ -114,8 +114,12 @@ def create_app(model, tokenizer, template: Template | str = "qwen", *, served_mo
     async def chat_completions(body: ChatCompletionRequest, request: Request) -> ChatCompletion:
         params = chat_params(body, defaults, max_batch)
         param = "max_completion_tokens" if body.max_completion_tokens is not None else "max_tokens"
-        messages = [{"role": m.role, "content": m.text()} for m in body.messages]
-        tools = [t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None
+        messages = template_messages(body.messages)
+        offered = body.tools and body.tool_choice != "none"
+        tools = [t.model_dump(exclude_none=True) for t in body.tools] if offered else None
+        if tools and body.stream:
+            raise ApiError(400, "stream: tool calls are parsed from the whole answer; use stream: false with tools",
+                           "stream", "unsupported")
         events = await start(messages, body.max_completion_tokens or body.max_tokens, param, params,
                              defaults.max_new_tokens, tools)
         head = {"id": f"chatcmpl-{uuid.uuid4().hex}", "created": int(time.time()), "model": served_model_name}
@@ -128,9 +132,11 @@ def create_app(model, tokenizer, template: Template | str = "qwen", *, served_mo
             answers = await collect(events, params.n, request.receive)
         except ClientGone:
             return Response(status_code=499)  # nobody reads it; nginx's "client closed request"
-        choices = [Choice(index=i, message=AssistantMessage(content="".join(a.text)), finish_reason=a.done.reason,
-                          logprobs=ChoiceLogprobs(content=formatter.content(a.logprobs)) if formatter else None)
-                   for i, a in enumerate(answers)]
+        choices = []
+        for i, answer in enumerate(answers):
+            message, reason = _message("".join(answer.text), answer, tools)
+            logprobs_out = ChoiceLogprobs(content=formatter.content(answer.logprobs)) if formatter else None
+            choices.append(Choice(index=i, message=message, finish_reason=reason, logprobs=logprobs_out))
         spent = sum(a.done.completion_tokens for a in answers)
         return ChatCompletion(**head, choices=choices, usage=usage(answers[0].done.prompt_tokens, spent))
 
@@ -149,6 +155,16 @@ def create_app(model, tokenizer, template: Template | str = "qwen", *, served_mo
         return TextGenerateResponse(response="".join(answer.text))
 
     return app
+
+
+def _message(text: str, answer, tools) -> tuple[AssistantMessage, str]:
+    """The assistant message and finish reason of one choice; with tools offered, calls are parsed out."""
+    if not tools:
+        return AssistantMessage(content=text), answer.done.reason
+    content, calls = split_tool_calls(text)
+    if not calls:
+        return AssistantMessage(content=text), answer.done.reason
+    return AssistantMessage(content=content, tool_calls=calls), "tool_calls"
 
 
 def chat_params(body: ChatCompletionRequest, defaults: SamplingParams, max_batch: int) -> SamplingParams:

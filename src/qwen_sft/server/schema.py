@@ -19,12 +19,31 @@ class TextPart(BaseModel):
     text: str
 
 
-class ChatMessage(BaseModel):
+class FunctionCall(BaseModel):
     model_config = _STRICT
-    role: Literal["system", "user", "assistant"]
-    content: str | list[TextPart]
+    name: str
+    arguments: str = Field(description="JSON object, as a string (OpenAI's wire format)")
+
+
+class ToolCall(BaseModel):
+    model_config = _STRICT
+    id: str | None = None
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatMessage(BaseModel):
+    """A turn. `assistant` turns may carry `tool_calls` (content null); `tool` turns answer one."""
+
+    model_config = _STRICT
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
 
     def text(self) -> str:
+        if self.content is None:
+            return ""
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
 
@@ -77,8 +96,9 @@ class ChatCompletionRequest(BaseModel):
     top_k: int | None = Field(None, ge=-1, description="vLLM extra: 0 or -1 = off")
     min_p: float | None = Field(None, ge=0, le=1, description="vLLM extra: 0 = off")
     repetition_penalty: float | None = Field(None, gt=0, le=10, description="vLLM extra: 1 = off")
-    tools: list[ToolDef] | None = Field(None, description="Needs a chat template that renders tools")
-    tool_choice: Literal["none", "auto"] | None = None
+    tools: list[ToolDef] | None = Field(None, description="Needs a template with a tool format (qwen2.5, qwen3)")
+    tool_choice: Literal["none", "auto"] | None = Field(None, description="auto (default with tools): the model "
+                                                                          "decides; none: no tools offered")
     user: str | None = Field(None, description="End-user id; not used for generation")
 
 
@@ -114,15 +134,22 @@ class ChoiceLogprobs(BaseModel):
     content: list[TokenLogprobOut] | None
 
 
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCallOut] | None = None
 
 
 class Choice(BaseModel):
     index: int
     message: AssistantMessage
-    finish_reason: Literal["stop", "length"]
+    finish_reason: Literal["stop", "length", "tool_calls"]
     logprobs: ChoiceLogprobs | None = None
 
 
