@@ -35,10 +35,10 @@ def loaded(tiny_path):
     return load_model(tiny_path, dtype="fp32")
 
 
-def make_app(loaded, **kwargs):
+def make_app(loaded, template="qwen", **kwargs):
     model, tokenizer = loaded
     limits = dict(served_model_name="tiny", max_tokens_limit=LIMIT, max_model_len=CONTEXT, max_body_bytes=BODY_LIMIT)
-    return create_app(model, tokenizer, "qwen", **{**limits, **kwargs})
+    return create_app(model, tokenizer, template, **{**limits, **kwargs})
 
 
 @pytest.fixture(scope="module")
@@ -201,8 +201,8 @@ WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters":
 TOOL_TURNS = [{"role": "user", "content": "Weather in Paris?"},
               {"role": "assistant", "content": None, "tool_calls": [
                   {"id": "call_1", "type": "function",
-                   "function": {"name": "get_weather", "arguments": "{\\"city\\": \\"Paris\\"}"}}]},
-              {"role": "tool", "tool_call_id": "call_1", "content": "{\\"temperature\\": 18}"}]
+                   "function": {"name": "get_weather", "arguments": json.dumps({"city": "Paris"})}}]},
+              {"role": "tool", "tool_call_id": "call_1", "content": json.dumps({"temperature": 18})}]
 
 
 def test_tools_need_a_template_with_a_tool_format(http):
