@@ -5,7 +5,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "qwen_sft"
 # the library, in pipeline order: a module (or package) imports only ones before it
-ORDER = ["errors", "files", "config", "arguments", "data", "tokenizer", "template", "dataset", "collate", "loss", "run",
+ORDER = ["errors", "files", "hub", "config", "arguments", "data", "sources", "tokenizer", "template", "dataset", "collate", "loss", "run",
          "model", "preview", "checkpoints", "train_log", "train_model", "trainer", "train", "generate", "evaluate",
          "merge", "serve_engine", "serve", "commands", "cli"]
 MAX_LINES = 330

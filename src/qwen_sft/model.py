@@ -15,6 +15,7 @@ import torch
 
 from qwen_sft.errors import UserError
 from qwen_sft.files import atomic_dir, cache_dir
+from qwen_sft.hub import download_model, modelscope_id
 from qwen_sft.run import check_adapter_base, resolve_base, trained_template
 from qwen_sft.template import Template, get_template
 from qwen_sft.tokenizer import ENDOFTEXT_ID, IM_END_ID, build_tokenizer
@@ -58,7 +59,10 @@ def init_tiny(output_dir: str | Path, *, seed: int = TINY_SEED) -> Path:
 
 
 def resolve_model_path(name: str | Path) -> str:
-    """`tiny` → the built embedded default; a local dir → checked for weights; anything else → hub id."""
+    """`tiny` → the built embedded default; a ModelScope id → its downloaded dir (`hub.py`); a local dir → checked
+    for weights; anything else → hub id."""
+    if modelscope_id(str(name)):
+        name = download_model(str(name))
     if str(name) == TINY:
         path = cache_dir() / f"tiny-seed{TINY_SEED}"
         if not (path / "config.json").exists():
