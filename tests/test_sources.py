@@ -1,6 +1,7 @@
 """Data mixing (`sources.py`): lists of sources, weights and sample counts, per-source reports, config errors."""
 
 import json
+import logging
 import random
 
 import pytest
@@ -107,6 +108,7 @@ def test_train_reports_each_source(tmp_path, caplog):
     from test_train import config, small_data
     from qwen_sft.train import train
 
+    caplog.set_level(logging.INFO, logger="qwen_sft.sources")
     a = small_data(tmp_path, 6, "a.jsonl")
     b = sharegpt(tmp_path, 3)
     out = train(config(tmp_path, data=[a, {"path": b, "samples": 4}], max_steps=1, per_device_train_batch_size=2))

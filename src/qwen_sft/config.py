@@ -252,5 +252,6 @@ def value_of(cfg: Config, keys: dict, key: str):
     return getattr(getattr(cfg, section), spec.name)
 
 
-TRAIN = Command(parts=(("model", ("model", "template", "dtype", "allow_fp16", "quantization")), "data", "lora", "train"),
+TRAIN = Command(parts=(("model", ("model", "template", "dtype", "allow_fp16", "quantization")), "data", "lora",
+                       "train"),
                 required=("data",), passthrough=True)
