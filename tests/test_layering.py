@@ -5,9 +5,9 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "qwen_sft"
 # the library, in pipeline order: a module (or package) imports only ones before it
-ORDER = ["errors", "files", "config", "train_args", "arguments", "tools", "data", "tokenizer", "template_render",
-         "template", "dataset", "collate", "loss", "run", "model", "template_proof", "inference", "preview",
-         "checkpoints", "train_log", "train_model", "trainer", "train", "generation", "generate", "evaluate",
+ORDER = ["errors", "files", "hub", "config", "train_args", "arguments", "tools", "data", "sources", "tokenizer",
+         "template_render", "template", "dataset", "collate", "loss", "run", "model", "template_proof", "inference",
+         "preview", "checkpoints", "train_log", "train_model", "trainer", "train", "generation", "generate", "evaluate",
          "merge", "server", "commands", "cli"]
 MAX_LINES = 330
 

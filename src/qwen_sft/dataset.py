@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from qwen_sft.data import Sample, load_samples
+from qwen_sft.data import Sample
 from qwen_sft.errors import UserError
+from qwen_sft.sources import SourceReport, load_mixed
 from qwen_sft.template import IGNORE_INDEX, Example, Template, encode_sample
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ class Encoded:
     samples: list[Sample]  # the sample behind each example
     truncated: list[str] = field(default_factory=list)  # where (file:line) of each cut example
     skipped: list[str] = field(default_factory=list)  # where + why of each example left out
+    sources: list[SourceReport] = field(default_factory=list)  # what each source gave (sources.py)
 
 
 def encode_samples(samples: list[Sample], tokenizer, template: Template, *, loss: str, max_length: int | None,
@@ -48,15 +50,22 @@ def encode_samples(samples: list[Sample], tokenizer, template: Template, *, loss
     return out
 
 
-def load_examples(source: str, tokenizer, template: Template, *, fmt: str = "auto", loss: str = "all",
-                  max_length: int | None = None, skip_bad: bool = False, split: str = "train") -> Encoded:
-    """`load_samples` + `encode_samples`, with what happened to the data logged.
+def load_examples(source: str | list, tokenizer, template: Template, *, fmt: str = "auto", loss: str = "all",
+                  max_length: int | None = None, skip_bad: bool = False, split: str = "train",
+                  seed: int = 0) -> Encoded:
+    """Load and mix the source(s) (`sources.load_mixed`), then `encode_samples`, with what happened to the data
+    logged; `Encoded.sources` says how many examples each source gave.
 
     Raises:
         UserError: bad records (see `data.load_samples`) or untrainable examples (see `encode_samples`).
     """
-    encoded = encode_samples(load_samples(source, fmt=fmt, skip_bad=skip_bad), tokenizer, template, loss=loss,
-                             max_length=max_length, skip_bad=skip_bad)
+    samples, origin, reports = load_mixed(source, fmt=fmt, skip_bad=skip_bad, seed=seed)
+    encoded = encode_samples(samples, tokenizer, template, loss=loss, max_length=max_length, skip_bad=skip_bad)
+    source_of = {id(sample): i for sample, i in zip(samples, origin)}  # a repeated sample is the same object
+    for i, report in enumerate(reports):
+        report.examples = sum(source_of[id(sample)] == i for sample in encoded.samples)
+    encoded.sources = reports
+    source = ", ".join(r.source for r in reports)
     if encoded.skipped:
         log.warning("skip_bad: left out %d example(s) of %s with nothing to train:\n  %s", len(encoded.skipped),
                     source, "\n  ".join(encoded.skipped[:20]) + ("\n  ..." if len(encoded.skipped) > 20 else ""))
