@@ -18,6 +18,7 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 
 def requests_for(clients: int, max_tokens: int) -> list[dict]:
@@ -126,6 +127,7 @@ def main() -> None:
         sys.path.insert(0, args.src)
     import torch
 
+    import qwen_sft
     from qwen_sft.model import load_model
     try:
         from qwen_sft.server import create_app, running
@@ -138,7 +140,7 @@ def main() -> None:
     results = [bench(create_app, running, model, tokenizer, int(c), args) for c in args.clients.split(",")]
     for result in results:
         print(json.dumps({**result, "dtype": str(model.dtype), "threads": torch.get_num_threads(),
-                          "src": args.src or "this checkout"}))
+                          "qwen_sft": str(Path(qwen_sft.__file__).parent)}))
 
 
 if __name__ == "__main__":
