@@ -3,15 +3,23 @@
     python bench/predict_speed.py                      # tiny model, data/advertise_gen/dev.jsonl, batch 16
     python bench/predict_speed.py --model DIR --device cuda --dtype bf16
 
-Both modes go through `generate.generate_ids` (greedy, KV cache); only the batch size differs. A random-init
-model rarely emits <|im_end|>, so most rows run to max_new_tokens: fine for a throughput figure.
+Both modes go through `generate.generate_ids` (greedy, KV cache) on fixed batches of length-sorted prompts;
+only the batch size differs. Where `generate_ids` takes `max_batch` (the generation engine), a third mode,
+"continuous", hands it every prompt at once with at most --batch-size rows (a finished row's place goes to the
+next prompt at once): what `predict` runs. A random-init model rarely emits <|im_end|>, so most rows run to
+max_new_tokens: fine for a throughput figure. `--src DIR` imports qwen_sft from another checkout.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import sys
 import time
 from pathlib import Path
+
+if "--src" in sys.argv:  # before the first qwen_sft import
+    sys.path.insert(0, sys.argv[sys.argv.index("--src") + 1])
 
 import torch
 
@@ -39,6 +47,17 @@ def run(model, tokenizer, prompts, sampling, batch_size):
     return tokens, sum(reason == "stop" for _, reason in outputs), seconds, outputs
 
 
+def run_continuous(model, tokenizer, prompts, sampling, batch_size):
+    """Every prompt handed over at once, at most `batch_size` rows decoded together."""
+    sync()
+    start = time.perf_counter()
+    outputs = generate_ids(model, tokenizer, prompts, sampling, max_batch=batch_size)
+    sync()
+    seconds = time.perf_counter() - start
+    tokens = sum(len(ids) + (reason == "stop") for ids, reason in outputs)
+    return tokens, sum(reason == "stop" for _, reason in outputs), seconds, outputs
+
+
 def sync():
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -53,7 +72,11 @@ def main():
     parser.add_argument("--n", type=int, default=0, help="use the first n prompts (0 = all)")
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--src", default=None, help="import qwen_sft from this src dir (another checkout)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     template = get_template("qwen")
@@ -67,16 +90,20 @@ def main():
     for label, batch_size in (("one at a time", 1), ("batched", args.batch_size)):
         tokens, stopped, seconds, outputs = run(model, tokenizer, prompts, sampling, batch_size)
         rows.append((label, batch_size, tokens, stopped, seconds, outputs))
+    if "max_batch" in inspect.signature(generate_ids).parameters:
+        rows.append(("continuous", args.batch_size, *run_continuous(model, tokenizer, prompts, sampling,
+                                                                    args.batch_size)))
     device = next(model.parameters()).device
     print(f"model {args.model} ({model.dtype}, {device}, {torch.get_num_threads()} threads), {len(prompts)} prompts, "
           f"greedy, max_new_tokens {args.max_new_tokens}")
     print(f"{'mode':<15}{'batch':>6}{'tokens':>8}{'stopped':>9}{'seconds':>9}{'tokens/s':>10}")
     for label, batch_size, tokens, stopped, seconds, _ in rows:
         print(f"{label:<15}{batch_size:>6}{tokens:>8}{stopped:>9}{seconds:>9.2f}{tokens / seconds:>10.1f}")
-    (_, _, t1, _, s1, single), (_, _, tb, _, sb, batched) = rows
-    same = sum(a == b for a, b in zip(single, batched))
-    print(f"speed-up {(tb / sb) / (t1 / s1):.2f}x; identical outputs in {same}/{len(prompts)} rows "
-          "(bf16 batched matmuls may round differently from single-row ones)")
+    (_, _, t1, _, s1, single) = rows[0]
+    for label, _, tb, _, sb, batched in rows[1:]:
+        same = sum(a == b for a, b in zip(single, batched))
+        print(f"{label}: speed-up {(tb / sb) / (t1 / s1):.2f}x; identical outputs in {same}/{len(prompts)} rows "
+              "(bf16 batched matmuls may round differently from single-row ones)")
 
 
 if __name__ == "__main__":

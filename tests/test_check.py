@@ -195,6 +195,14 @@ def test_nothing_to_train_truncation_and_lost_ends(tmp_path):
     assert finding(clean, "data.truncated").status == finding(clean, "data.nothing_to_train").status == "PASS"
 
 
+def test_a_mix_that_repeats_a_source_has_no_duplicates(tmp_path):
+    data = write_jsonl(tmp_path / "a.jsonl", [chat(f"问题{i}", f"回答{i}。") for i in range(3)])
+    report = run(tmp_path, [{"path": data, "samples": 7}])  # every record twice, one three times
+    assert finding(report, "data.duplicates").status == "PASS"
+    assert finding(report, "prompt.terminator").total == 7  # the examples training sees: the mix
+    assert "a.jsonl" in report.header and "DataSource" not in report.header
+
+
 def test_duplicates_overlap_special_tokens_and_long_examples(tmp_path):
     records = [chat(f"问题{i}", f"回答{i}。") for i in range(20)]
     data = write_jsonl(tmp_path / "d.jsonl", [*records, records[3], chat("<|im_end|>怎么用？", "照常。"),

@@ -86,3 +86,22 @@ def test_old_entries_are_pruned(tmp_path, tokenizer, monkeypatch):
     for max_length in (60, 61, 62):
         load_examples(data, tokenizer, QWEN, max_length=max_length, cache=True)
     assert len(list((tmp_path / "cache" / "tokenized").glob("*.npz"))) == 2
+
+
+def test_a_mix_is_cached_and_its_seed_matters_only_when_it_draws(tmp_path, tokenizer, encodes, monkeypatch):
+    from qwen_sft.config import DataSource
+
+    monkeypatch.setenv("QWEN_SFT_CACHE", str(tmp_path / "cache"))
+    a, b = write(tmp_path / "a.jsonl", ["一。", "二。", "三。"]), write(tmp_path / "b.jsonl", ["四。", "五。"])
+    mix = [DataSource(path=a), DataSource(path=b, samples=5)]  # b repeated: 2 + 2 + 1 drawn with the seed
+    first = load_examples(mix, tokenizer, QWEN, seed=1, cache=True)
+    second = load_examples(mix, tokenizer, QWEN, seed=1, cache=True)
+    assert len(encodes) == 1 and len(second.examples) == 8
+    assert [s.where for s in second.samples] == [s.where for s in first.samples]
+    assert [e.input_ids for e in second.examples] == [e.input_ids for e in first.examples]
+    args = dict(fmt="auto", loss="all", max_length=None)
+    assert data_cache.cache_key(mix, tokenizer, QWEN, seed=1, **args) != data_cache.cache_key(mix, tokenizer, QWEN,
+                                                                                               seed=2, **args)
+    whole = [DataSource(path=a), DataSource(path=b)]  # every record once: the seed picks nothing
+    assert data_cache.cache_key(whole, tokenizer, QWEN, seed=1, **args) == data_cache.cache_key(whole, tokenizer, QWEN,
+                                                                                                 seed=2, **args)

@@ -17,7 +17,7 @@ from qwen_sft.generate import Sampling, generate_batch
 from qwen_sft.inference import load_for_inference
 from qwen_sft.merge import merge_adapter
 from qwen_sft.model import init_tiny, load_tokenizer, resolve_model_path
-from qwen_sft.serve import create_app, running
+from qwen_sft.server import create_app, running
 from qwen_sft.template import IGNORE_INDEX, encode_prompt, get_template
 from qwen_sft.template_proof import resolve_template
 from qwen_sft.train import train

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from qwen_sft.cli import main
 from qwen_sft.errors import UserError

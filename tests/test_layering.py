@@ -5,11 +5,11 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "qwen_sft"
 # the library, in pipeline order: a module (or package) imports only ones before it
-ORDER = ["errors", "files", "usage", "config", "train_args", "arguments", "tools", "data", "tokenizer",
-         "template_render", "template", "data_cache", "dataset", "collate", "loss", "forecast", "run", "model",
-         "template_proof", "inference", "preview", "checkpoints", "train_log", "train_model", "trainer", "micro_run",
-         "checks", "train", "forecast_check", "generate", "evaluate", "merge", "serve_engine", "serve", "commands",
-         "cli"]
+ORDER = ["errors", "files", "usage", "hub", "config", "train_args", "arguments", "tools", "data", "sources",
+         "tokenizer", "template_render", "template", "data_cache", "dataset", "collate", "loss", "forecast", "run",
+         "model", "template_proof", "inference", "preview", "checkpoints", "train_log", "train_model", "trainer",
+         "micro_run", "checks", "train", "forecast_check", "generation", "generate", "evaluate", "merge", "server",
+         "commands", "cli"]
 MAX_LINES = 330
 
 

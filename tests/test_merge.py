@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-import yaml
 from safetensors import safe_open
 
 from qwen_sft.cli import main

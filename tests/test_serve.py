@@ -15,9 +15,10 @@ import time
 import httpx
 import pytest
 import torch
+from transformers import GenerationConfig
 
-from qwen_sft.serve import create_app, running
-from qwen_sft.serve_engine import Delta, Engine, Finished, Job, Sampling
+from qwen_sft.generation import Batch, Delta, Finished, Request, SamplingParams
+from qwen_sft.server import create_app, running
 from qwen_sft.template import encode_prompt, get_template, stop_token_ids
 
 LIMIT = 16  # the server's max_tokens ceiling in these tests
@@ -34,10 +35,10 @@ def loaded(tiny_path):
     return load_model(tiny_path, dtype="fp32")
 
 
-def make_app(loaded, **kwargs):
+def make_app(loaded, template="qwen", **kwargs):
     model, tokenizer = loaded
     limits = dict(served_model_name="tiny", max_tokens_limit=LIMIT, max_model_len=CONTEXT, max_body_bytes=BODY_LIMIT)
-    return create_app(model, tokenizer, "qwen", **{**limits, **kwargs})
+    return create_app(model, tokenizer, template, **{**limits, **kwargs})
 
 
 @pytest.fixture(scope="module")
@@ -125,17 +126,23 @@ def test_extreme_sampling_values_are_served(http, params):  # 1e-300 once made i
 
 def test_engine_never_emits_padded_vocab_ids_and_stops_at_stop_tokens(loaded):
     model, tokenizer = loaded
-    engine = Engine(model, tokenizer, stop_token_ids(tokenizer))
+    batch = Batch(model, tokenizer, stop_token_ids(tokenizer))
     events = []
-    job = Job([1, 2, 3], max_new_tokens=5, sampling=Sampling(), stop=(), emit=events.append)
+    batch.submit(Request([1, 2, 3], SamplingParams(max_new_tokens=5), events.append))
+    batch.step()  # prefill + one decoding step: the row is live
+    row = next(r for r in batch.rows if r is not None)
+    events.clear()
     logits = torch.zeros(1, model.config.vocab_size)
     logits[0, len(tokenizer) + 7] = 100.0  # a padded row (>= 151646) wins: it must not come out
     logits[0, 9707] = 1.0
-    assert engine._sample([job], logits) == [9707]
-    assert engine._advance(job, 9707) is False and events == [Delta(tokenizer.decode([9707]))]
-    assert engine._advance(job, tokenizer.convert_tokens_to_ids("<|im_end|>")) is True
-    assert events[-1] == Finished("stop", prompt_tokens=3, completion_tokens=2)
+    tokens, logprobs = batch.sampler.sample(logits, [row])
+    assert tokens == [9707]
+    batch._record([row], tokens, logprobs)
+    assert events == [Delta(tokenizer.decode([9707]), token_ids=(9707,))]
+    batch._record([row], [tokenizer.convert_tokens_to_ids("<|im_end|>")], [None])
+    assert events[-1] == Finished("stop", prompt_tokens=3, completion_tokens=row.generated)
     assert "<|im_end|>" not in "".join(e.text for e in events if isinstance(e, Delta))
+    assert batch.live == 0
 
 
 # ---- the spec's route ----
@@ -161,7 +168,8 @@ BAD = {
     "wrong type (bool)": (_messages(stream="yes"), 400, "stream"),
     "empty messages": ('{"messages": []}', 400, "messages"),
     "missing messages": ("{}", 400, "messages"),
-    "unknown role": ('{"messages": [{"role": "tool", "content": "x"}]}', 400, "messages.0.role"),
+    "unknown role": ('{"messages": [{"role": "function", "content": "x"}]}', 400, "messages.0.role"),
+    "tool turn for a template without tools": ('{"messages": [{"role": "tool", "content": "x"}]}', 400, "messages"),
     "content not text": ('{"messages": [{"role": "user", "content": 5}]}', 400, "messages.0.content"),
     "temperature out of range": (_messages(temperature=3), 400, "temperature"),
     "NaN": ('{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}', 400, "temperature"),
@@ -171,7 +179,13 @@ BAD = {
     "five stops": (_messages(stop=list("abcde")), 400, "stop"),
     "prompt over the context": (json.dumps({"messages": [{"role": "user", "content": "hi " * 300}]}), 400,
                                 "messages"),
-    "n > 1": (_messages(n=2), 400, "n"),
+    "n over the batch limit": (_messages(n=33), 400, "n"),
+    "unsupported field": (_messages(logit_bias={"1": 2}), 400, "logit_bias"),
+    "unsupported nested field": ('{"messages": [{"role": "user", "content": "x", "name": "bob"}]}', 400,
+                                 "messages.0.name"),
+    "structured output": (_messages(response_format={"type": "json_object"}), 400, "response_format"),
+    "top_logprobs without logprobs": (_messages(top_logprobs=2), 400, "top_logprobs"),
+    "penalty out of range": (_messages(presence_penalty=2.5), 400, "presence_penalty"),
 }
 
 
@@ -181,6 +195,105 @@ def test_bad_input_gets_4xx_with_openai_error(http, body, status, param):
     assert r.status_code == status, r.text
     error = r.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["message"] and error["param"] == param
+
+
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+TOOL_TURNS = [{"role": "user", "content": "Weather in Paris?"},
+              {"role": "assistant", "content": None, "tool_calls": [
+                  {"id": "call_1", "type": "function",
+                   "function": {"name": "get_weather", "arguments": json.dumps({"city": "Paris"})}}]},
+              {"role": "tool", "tool_call_id": "call_1", "content": json.dumps({"temperature": 18})}]
+
+
+def test_tools_need_a_template_with_a_tool_format(http):
+    r = http.post("/v1/chat/completions", json={"messages": HELLO, "tools": [WEATHER]})  # `qwen` = qwen1.5: none
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tools"
+
+
+def test_tools_are_rendered_and_calls_parsed_with_qwen25(loaded):
+    from fastapi.testclient import TestClient
+
+    from qwen_sft.server.app import _message
+    from qwen_sft.server.output import Answer
+    from qwen_sft.generation import Finished
+
+    model, tokenizer = loaded
+    app = make_app(loaded, template="qwen2.5")
+    with TestClient(app) as client:
+        r = client.post("/v1/chat/completions", json={"messages": TOOL_TURNS, "tools": [WEATHER], "max_tokens": 2})
+        assert r.status_code == 200, r.text
+        streamed = client.post("/v1/chat/completions", json={"messages": TOOL_TURNS, "tools": [WEATHER],
+                                                              "stream": True})
+        assert streamed.status_code == 400 and streamed.json()["error"]["param"] == "stream"
+    normalized = [TOOL_TURNS[0], {"role": "assistant", "content": "", "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": TOOL_TURNS[2]["content"]}]
+    expected = encode_prompt(normalized, tokenizer, get_template("qwen2.5"), [WEATHER])
+    assert r.json()["usage"]["prompt_tokens"] == len(expected)
+    answer = Answer(done=Finished("stop", 1, 1))
+    text = 'Let me look.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome"}}\n</tool_call>'
+    message, reason = _message(text, answer, [WEATHER])
+    assert reason == "tool_calls" and message.content == "Let me look."
+    assert message.tool_calls[0].function.name == "get_weather"
+    assert json.loads(message.tool_calls[0].function.arguments) == {"city": "Rome"}
+    assert _message(text, answer, None) == (type(message)(content=text), "stop")  # no tools offered: plain text
+
+
+def test_n_logprobs_and_penalties(http, loaded):
+    _, tokenizer = loaded
+    done = chat(http, n=2, temperature=1.0, seed=5, max_tokens=4, logprobs=True, top_logprobs=2,
+                presence_penalty=0.5, frequency_penalty=0.5, repetition_penalty=1.2, top_k=20, min_p=0.01)
+    assert [c["index"] for c in done["choices"]] == [0, 1]
+    assert done["choices"][0]["message"]["content"] != done["choices"][1]["message"]["content"]
+    assert done["usage"]["completion_tokens"] == sum(len(c["logprobs"]["content"]) for c in done["choices"])
+    for choice in done["choices"]:
+        entries = choice["logprobs"]["content"]
+        assert all(e["logprob"] <= 0 and len(e["top_logprobs"]) == 2 for e in entries)
+        assert bytes(b for e in entries for b in e["bytes"]).decode("utf-8", "replace") == \
+            choice["message"]["content"] or choice["finish_reason"] == "stop"
+    with http.stream("POST", "/v1/chat/completions", json={"messages": HELLO, "max_tokens": 3, "temperature": 0,
+                                                         "logprobs": True, "n": 2, "stream": True}) as r:
+        chunks = [json.loads(line[6:]) for line in r.iter_lines() if line.startswith("data: {")]
+    lps = [c["choices"][0]["logprobs"] for c in chunks if c["choices"] and c["choices"][0]["logprobs"]]
+    assert len(lps) == 6 and {c["choices"][0]["index"] for c in chunks} == {0, 1}
+
+
+def test_checkpoint_generation_config_gives_the_defaults(loaded):
+    from fastapi.testclient import TestClient
+
+    model, _ = loaded
+    saved = model.generation_config
+    model.generation_config = GenerationConfig(top_k=1, max_new_tokens=5)  # top_k 1: sampling can only pick the best
+    try:
+        app, plain = make_app(loaded), make_app(loaded, generation_config="none")
+    finally:
+        model.generation_config = saved
+    assert (app.state.defaults.top_k, app.state.defaults.temperature, plain.state.defaults.top_k) == (1, 1.0, 0)
+    with TestClient(app) as client:
+        unset = client.post("/v1/chat/completions", json={"messages": HELLO}).json()  # temperature 1, top_k 1
+        greedy = client.post("/v1/chat/completions", json={"messages": HELLO, "temperature": 0}).json()
+    assert unset["choices"][0]["message"]["content"] == greedy["choices"][0]["message"]["content"]
+    assert unset["usage"]["completion_tokens"] <= 5  # the checkpoint's max_new_tokens
+
+
+def test_a_client_that_leaves_a_non_streaming_request_frees_its_row(loaded):
+    app = make_app(loaded, max_tokens_limit=4000, max_model_len=8192)
+    engine = app.state.engine
+    with running(app) as url:
+        host, port = url[len("http://"):].split(":")
+        body = json.dumps({"messages": HELLO, "max_tokens": 4000, "temperature": 0}).encode()
+        sock = socket.create_connection((host, int(port)))
+        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        deadline = time.monotonic() + 30
+        while engine.live_rows == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.live_rows == 1
+        sock.close()  # the client goes away without reading the answer
+        while engine.live_rows and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.live_rows == 0 and engine.steps < 3000, engine.steps
+    engine.stop()
 
 
 def test_limits_are_named_in_the_message(http):
@@ -219,7 +332,7 @@ def test_app_serves_again_after_a_shutdown(loaded):
     for _ in range(2):  # each `with` runs the lifespan: startup, then shutdown (which stops the engine)
         with TestClient(app) as client:
             assert client.post("/v1/chat/completions", json={"messages": HELLO, "max_tokens": 2}).status_code == 200
-    assert app.state.engine._thread is None
+    assert not app.state.engine.running
 
 
 # ---- auth ----

@@ -18,7 +18,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (content_type_conformance, negative_data_rejection,
                                                response_schema_conformance, status_code_conformance)
 
-from qwen_sft.serve import create_app, running
+from qwen_sft.server import create_app, running
 
 pytestmark = pytest.mark.slow
 SOAK_SECONDS = float(os.environ.get("QWEN_SFT_SOAK_SECONDS", "60"))
@@ -135,9 +135,9 @@ def test_soak_32_clients_leaves_server_healthy_and_memory_flat(loaded):
         assert httpx.get(f"{url}/health").json()["status"] == "ok"
         engine = app.state.engine
         deadline = time.monotonic() + 10
-        while engine._rows and time.monotonic() < deadline:  # abandoned streams leave at the next step
+        while engine.live_rows and time.monotonic() < deadline:  # abandoned streams leave at the next step
             time.sleep(0.05)
-        assert not engine._rows, "cancelled requests still hold batch rows"
+        assert not engine.live_rows, "cancelled requests still hold batch rows"
     app.state.engine.stop()
     print(f"soak {SOAK_SECONDS:.0f}s: {tally}; RSS {warm:.0f} MB after warm-up, {after:.0f} MB after")
     assert set(tally) >= {"chat", "stream", "cancel", "bad_json"}

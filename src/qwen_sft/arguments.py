@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from qwen_sft.config import (PREFIX, SECTIONS, TRAIN, Command, Config, value_of)
+from qwen_sft.config import PREFIX, SECTIONS, TRAIN, Command, Config, DataSource, parse_source, value_of
 from qwen_sft.errors import UserError
 
 HELP_WIDTH = 110
@@ -111,6 +111,7 @@ def build(values: dict, command: Command, problems: list[str] | None = None) -> 
     keys = command.keys()
     cfg = Config(command=command.options() if command.options else None)
     passthrough = _training_argument_names() if command.passthrough else {}
+    given_badly: set[str] = set()  # keys whose value was refused: not also reported as missing
     for key, value in values.items():
         key = _normal(str(key))
         if key not in keys:
@@ -124,11 +125,13 @@ def build(values: dict, command: Command, problems: list[str] | None = None) -> 
         parsed, problem = coerce(value, spec, key)
         if problem:
             problems.append(problem)
+            given_badly.add(key)
         else:
             setattr(getattr(cfg, section), spec.name, parsed)
     for key, (section, spec) in keys.items():  # defaults are in range: this checks what was given
         problems += _check_range(getattr(getattr(cfg, section), spec.name), spec, key)
-    problems += [f"{key}: required" for key in command.required if value_of(cfg, keys, key) in (None, "")]
+    problems += [f"{key}: required" for key in command.required
+                 if key not in given_badly and value_of(cfg, keys, key) in (None, "")]
     for section in {s for s, _ in keys.values()}:
         resolve = getattr(getattr(cfg, section), "resolve", None)
         problems += resolve() if resolve else []
@@ -154,6 +157,8 @@ def coerce(value, spec: dataclasses.Field, key: str):
     if value is None or (text is not None and text.lower() in ("null", "none") and str not in kinds):
         if type(None) in kinds:
             return None, None
+    if list[DataSource] in kinds:
+        return coerce_sources(value, key)
     for kind in kinds:
         if kind is bool:
             if isinstance(value, bool):
@@ -185,6 +190,32 @@ def coerce(value, spec: dataclasses.Field, key: str):
     return None, f"{key}: expected {names}, got {value!r}"
 
 
+def coerce_sources(value, key: str):
+    """`data` / `eval_data`: one source (a string, kept as it is) or a list of them (`a.jsonl,b.jsonl` on the command
+    line; in YAML strings or `{path, weight | samples, format}` mappings). Returns (value, problem)."""
+    if isinstance(value, _Text) and value.lstrip().startswith("["):  # --data '[{path: a.jsonl, weight: 0.3}, b]'
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            return None, f"{key}: not a YAML list: {str(err).splitlines()[0]}"
+    if isinstance(value, str):
+        if "," not in value:
+            return str(value), None
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    if not isinstance(value, list) or not value:
+        return None, f"{key}: expected a path or a list of paths / {{path, weight | samples}} mappings, got {value!r}"
+    sources, problems = [], []
+    for i, entry in enumerate(value):
+        source, problem = parse_source(entry, f"{key}[{i}]")
+        sources.append(source)
+        problems += problem
+    weights = [s.weight for s in sources if s is not None and s.weight is not None]
+    if weights and len(weights) < len(sources) and sum(weights) >= 1:
+        problems.append(f"{key}: the weights add up to {sum(weights):g}; beside sources without a weight they are "
+                        "shares of the whole mix and must add up to less than 1")
+    return (None, "; ".join(problems)) if problems else (sources, None)
+
+
 def _check_range(value, spec: dataclasses.Field, key: str) -> list[str]:
     meta = spec.metadata
     if value is None or isinstance(value, (bool, list, dict)):
@@ -202,7 +233,7 @@ def _check_range(value, spec: dataclasses.Field, key: str) -> list[str]:
 def _kinds(annotation) -> tuple:
     if isinstance(annotation, str):  # `from __future__ import annotations` leaves strings
         annotation = eval(annotation, {"list": list, "dict": dict, "str": str, "int": int, "float": float,  # noqa: S307
-                                       "bool": bool, "None": None})
+                                       "bool": bool, "None": None, "DataSource": DataSource})
     if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
         return typing.get_args(annotation)
     return (annotation,)

@@ -29,14 +29,18 @@ def arg(default=None, help: str = "", *, choices: tuple | None = None, low: floa
 class ModelArgs:
     """model"""
 
-    model: str | None = arg(None, "local checkpoint dir, hub id (Qwen/Qwen2.5-7B-Instruct) or `tiny`, the embedded "
-                                  "default (default: the adapter's base model, else tiny)")
+    model: str | None = arg(None, "local checkpoint dir, hub id (Qwen/Qwen2.5-7B-Instruct), ModelScope id "
+                                  "(modelscope://qwen/Qwen2.5-7B-Instruct, or any hub id with USE_MODELSCOPE_HUB=1) "
+                                  "or `tiny`, the embedded default (default: the adapter's base model, else tiny)")
     adapter: str | None = arg(None, "LoRA/DoRA adapter dir (or one of its checkpoint-N) written by `qwen-sft train`")
     template: str = arg("auto", "chat format; auto = the one the adapter was trained with, else the checkpoint's",
                         choices=TEMPLATES)
     dtype: str = arg("auto", "auto = bf16 where the device supports it, else fp32; tf32 = fp32 with TF32 matmuls; "
                              "fp16 needs allow_fp16", choices=("auto", "bf16", "fp32", "tf32", "fp16"))
     allow_fp16: bool = arg(False, "allow fp16 although Qwen's loss goes NaN in it")
+    quantization: str = arg("none", "load the frozen base quantised (bitsandbytes) and train LoRA/DoRA on top: 4bit = "
+                                    "QLoRA (NF4, double quantisation, compute in dtype); 8bit = LLM.int8",
+                            choices=("none", "4bit", "8bit"))
 
     def resolve(self) -> list[str]:
         if self.dtype == "fp16" and not self.allow_fp16:
@@ -46,11 +50,51 @@ class ModelArgs:
 
 
 @dataclass
+class DataSource:
+    """One entry of a `data` list: `{path: a.jsonl, weight: 0.3}`, `{path: b.jsonl, samples: 1000}` (see sources.py)."""
+
+    path: str
+    weight: float | None = None  # share of the mixed set
+    samples: int | None = None  # exactly this many examples (repeated when the source has fewer)
+    format: str | None = None  # record shape of this source (default: data_format)
+
+
+def parse_source(entry, where: str) -> tuple[DataSource | None, list[str]]:
+    """One entry of a `data` list (a path, or a mapping) → (DataSource, problems naming `where`, e.g. data[1])."""
+    if isinstance(entry, str) and entry.strip():
+        return DataSource(path=entry.strip()), []
+    if not isinstance(entry, dict):
+        return None, [f"{where}: expected a path or a mapping with `path`, got {entry!r}"]
+    fields = {f.name for f in dataclasses.fields(DataSource)}
+    problems = [f"{where}: unknown key {k!r} (a source takes {', '.join(sorted(fields))})" for k in entry
+                if k not in fields]
+    path, weight, samples, fmt = (entry.get(k) for k in ("path", "weight", "samples", "format"))
+    if not isinstance(path, str) or not path.strip():
+        problems.append(f"{where}.path: required (a file, directory or dataset name)")
+    if weight is not None and samples is not None:
+        problems.append(f"{where}: give weight or samples, not both")
+    if weight is not None and (isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight <= 0):
+        problems.append(f"{where}.weight: must be > 0, got {weight!r}")
+    if samples is not None and (isinstance(samples, bool) or not isinstance(samples, int) or samples < 1):
+        problems.append(f"{where}.samples: must be an integer >= 1, got {samples!r}")
+    if fmt is not None and fmt not in ("auto", "alpaca", "sharegpt", "messages"):
+        problems.append(f"{where}.format: {fmt!r} is not one of auto, alpaca, sharegpt, messages")
+    if problems:
+        return None, problems
+    return DataSource(path=path.strip(), weight=None if weight is None else float(weight), samples=samples,
+                      format=fmt), []
+
+
+@dataclass
 class DataArgs:
     """data"""
 
-    data: str | None = arg(None, "JSON/JSONL file, save_to_disk dir or hub dataset name (owner/name[:split])")
-    eval_data: str | None = arg(None, "held-out data, same forms as data; eval loss is logged every eval_steps")
+    data: str | list[DataSource] | None = arg(
+        None, "JSON/JSONL file, save_to_disk dir, hub dataset name (owner/name[:split]) or modelscope://owner/name"
+              "[:split]; or a list of them, mixed (a,b on the command line; in YAML entries may be {path, weight} "
+              "or {path, samples})")
+    eval_data: str | list[DataSource] | None = arg(None, "held-out data, same forms as data; eval loss is logged "
+                                                         "every eval_steps")
     data_format: str = arg("auto", "record shape; auto detects it from the first record",
                            choices=("auto", "alpaca", "sharegpt", "messages"))
     skip_bad: bool = arg(False, "skip malformed or untrainable records (each one reported) instead of stopping")
@@ -202,7 +246,10 @@ def to_dict(cfg: Config, command: Command | None = None) -> dict:
 
 
 def _plain(value):
-    return list(value) if isinstance(value, list) else value
+    if not isinstance(value, list):
+        return value
+    return [{k: v for k, v in dataclasses.asdict(v).items() if v is not None} if dataclasses.is_dataclass(v) else v
+            for v in value]
 
 
 def value_of(cfg: Config, keys: dict, key: str):
@@ -210,5 +257,6 @@ def value_of(cfg: Config, keys: dict, key: str):
     return getattr(getattr(cfg, section), spec.name)
 
 
-TRAIN = Command(parts=(("model", ("model", "template", "dtype", "allow_fp16")), "data", "lora", "train"),
+TRAIN = Command(parts=(("model", ("model", "template", "dtype", "allow_fp16", "quantization")), "data", "lora",
+                       "train"),
                 required=("data",), passthrough=True)

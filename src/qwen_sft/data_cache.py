@@ -4,8 +4,9 @@ An entry holds what `dataset.encode_samples` made of one data source: each examp
 flag, which sample it came from, and the lists of truncated and skipped examples. Its key hashes everything
 the encoding depends on, so a changed input is a new key and a stale entry is never read:
 
-  data       the bytes of the file (of every file, for a save_to_disk dir) and the path as given (messages
-             name it); hub datasets are not cached (no local bytes to hash; `datasets` caches them itself)
+  data       for each source of the mix: the bytes of the file (of every file, for a save_to_disk dir), its
+             entry (path as given, weight, samples, format); the seed when a weight or samples draws with it.
+             Hub and ModelScope data sets are not cached (no local bytes to hash; they have their own caches)
   options    fmt, loss, max_length
   tokenizer  its serialised backend: vocabulary, merges, added tokens
   template   its definition (name, family, default system prompt, separators, ...)
@@ -31,13 +32,14 @@ from pathlib import Path
 import numpy as np
 
 from qwen_sft.files import cache_dir
+from qwen_sft.sources import as_sources
 from qwen_sft.template import Example, Template
 
 log = logging.getLogger(__name__)
 
 ENCODE_VERSION = 1  # bump when the encoding changes in a way the hashed sources below do not show
-ENCODING_SOURCES = ("data.py", "tools.py", "tokenizer.py", "template_render.py", "template.py", "dataset.py",
-                    "data_cache.py")
+ENCODING_SOURCES = ("data.py", "sources.py", "tools.py", "tokenizer.py", "template_render.py", "template.py",
+                    "dataset.py", "data_cache.py")
 MAX_ENTRIES = 16
 _TOKENIZER_HASHES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -46,13 +48,19 @@ def entries_dir() -> Path:
     return cache_dir() / "tokenized"
 
 
-def cache_key(source, tokenizer, template: Template, *, fmt: str, loss: str, max_length: int | None) -> str | None:
-    """The key of `source` encoded with these settings, or None when it cannot be cached (not a local file)."""
-    data = _data_hash(Path(str(source)))
-    if data is None:
-        return None
-    parts = [f"v{ENCODE_VERSION}", _code_hash(), data, str(source), fmt, loss, str(max_length),
-             tokenizer_hash(tokenizer), repr(template)]
+def cache_key(source, tokenizer, template: Template, *, fmt: str, loss: str, max_length: int | None,
+              seed: int = 0) -> str | None:
+    """The key of `source` (one source or a mix, see sources.py) encoded with these settings, or None when it
+    cannot be cached (a source that is not a local file or directory)."""
+    parts = [f"v{ENCODE_VERSION}", _code_hash(), fmt, loss, str(max_length), tokenizer_hash(tokenizer), repr(template)]
+    sources = as_sources(source)
+    for entry in sources:
+        data = _data_hash(Path(entry.path))
+        if data is None:
+            return None
+        parts += [repr(entry), data]
+    if any(entry.weight is not None or entry.samples is not None for entry in sources):
+        parts.append(f"seed {seed}")  # a weighted or sampled mix picks with the seed
     return hashlib.sha256("\0".join(parts).encode("utf-8")).hexdigest()[:40]
 
 

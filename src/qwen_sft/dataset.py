@@ -10,8 +10,9 @@ import logging
 from dataclasses import dataclass, field
 
 from qwen_sft import data_cache
-from qwen_sft.data import Sample, load_samples
+from qwen_sft.data import Sample
 from qwen_sft.errors import UserError
+from qwen_sft.sources import SourceReport, load_mixed
 from qwen_sft.template import IGNORE_INDEX, Example, Template, encode_sample
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ class Encoded:
     samples: list[Sample]  # the sample behind each example
     truncated: list[str] = field(default_factory=list)  # where (file:line) of each cut example
     skipped: list[str] = field(default_factory=list)  # where + why of each example left out
+    sources: list[SourceReport] = field(default_factory=list)  # what each source gave (sources.py)
 
 
 def encode_samples(samples: list[Sample], tokenizer, template: Template, *, loss: str, max_length: int | None,
@@ -49,10 +51,11 @@ def encode_samples(samples: list[Sample], tokenizer, template: Template, *, loss
     return out
 
 
-def load_examples(source: str, tokenizer, template: Template, *, fmt: str = "auto", loss: str = "all",
+def load_examples(source: str | list, tokenizer, template: Template, *, fmt: str = "auto", loss: str = "all",
                   max_length: int | None = None, skip_bad: bool = False, split: str = "train",
-                  cache: bool = False) -> Encoded:
-    """`load_samples` + `encode_samples`, with what happened to the data logged.
+                  seed: int = 0, cache: bool = False) -> Encoded:
+    """Load and mix the source(s) (`sources.load_mixed`), then `encode_samples`, with what happened to the data
+    logged; `Encoded.sources` says how many examples each source gave.
 
     Args:
         cache: reuse the encoding a previous run stored in the tokenised-data cache (`data_cache`), else store it.
@@ -60,9 +63,9 @@ def load_examples(source: str, tokenizer, template: Template, *, fmt: str = "aut
     Raises:
         UserError: bad records (see `data.load_samples`) or untrainable examples (see `encode_samples`).
     """
-    samples = load_samples(source, fmt=fmt, skip_bad=skip_bad)
-    key = data_cache.cache_key(source, tokenizer, template, fmt=fmt, loss=loss, max_length=max_length) if cache \
-        else None
+    samples, origin, reports = load_mixed(source, fmt=fmt, skip_bad=skip_bad, seed=seed)
+    key = data_cache.cache_key(source, tokenizer, template, fmt=fmt, loss=loss, max_length=max_length, seed=seed) \
+        if cache else None
     hit = data_cache.load(key, samples) if key else None
     if hit is not None and (skip_bad or not hit["skipped"]):  # else encode_samples raises for the first skipped
         encoded = Encoded(**hit)
@@ -70,6 +73,11 @@ def load_examples(source: str, tokenizer, template: Template, *, fmt: str = "aut
         encoded = encode_samples(samples, tokenizer, template, loss=loss, max_length=max_length, skip_bad=skip_bad)
         if key:
             data_cache.store(key, samples, encoded)
+    source_of = {id(sample): i for sample, i in zip(samples, origin)}  # a repeated sample is the same object
+    for i, report in enumerate(reports):
+        report.examples = sum(source_of[id(sample)] == i for sample in encoded.samples)
+    encoded.sources = reports
+    source = ", ".join(r.source for r in reports)
     if encoded.skipped:
         log.warning("skip_bad: left out %d example(s) of %s with nothing to train:\n  %s", len(encoded.skipped),
                     source, "\n  ".join(encoded.skipped[:20]) + ("\n  ..." if len(encoded.skipped) > 20 else ""))

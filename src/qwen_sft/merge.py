@@ -28,7 +28,7 @@ from qwen_sft.model import (
     resolve_dtype,
     resolve_model_path,
 )
-from qwen_sft.run import resolve_base, trained_template
+from qwen_sft.run import read_run_info, resolve_base, trained_template
 from qwen_sft.template import Template, get_template
 from qwen_sft.template_proof import resolve_template as template_for
 from qwen_sft.tokenizer import official_chat_template
@@ -62,7 +62,11 @@ def merge_adapter(adapter: str | Path, output: str | Path, model: str | None = N
     name = template if template not in (None, "auto") else trained_template(base, str(adapter)) or "auto"
     if name != "auto":
         get_template(name)  # fail on a bad name before loading
+    check_not_quantized(base, resolve_model_path(base))
     torch_dtype = merge_dtype(dtype, resolve_model_path(base))
+    if read_run_info(adapter).get("config", {}).get("quantization", "none") != "none":
+        log.info("%s was trained on a quantised copy of %s (QLoRA); it is merged into the unquantised weights, as "
+                 "QLoRA's authors do, so the merged model differs from the quantised one by the rounding", adapter, base)
 
     peft_model, tokenizer = load_model(base, adapter=adapter, dtype=torch_dtype, device="cpu")
     chat_template = template_for(name, tokenizer)  # before the tokenizer's own template is replaced
@@ -77,6 +81,24 @@ def merge_adapter(adapter: str | Path, output: str | Path, model: str | None = N
         tokenizer.save_pretrained(tmp, save_jinja_files=False)  # template inside tokenizer_config.json: every
         # transformers version (and so every vLLM) reads it there; chat_template.jinja needs a recent one
     return output
+
+
+def check_not_quantized(base: str, base_path: str) -> None:
+    """Merging into 4-/8-bit weights would round the adapter's update away (and peft writes no usable model).
+
+    Raises:
+        UserError: naming the quantisation and what to merge into instead.
+    """
+    from transformers import AutoConfig
+
+    quantization = getattr(AutoConfig.from_pretrained(base_path), "quantization_config", None)
+    if quantization:
+        method = quantization.get("quant_method", "?") if isinstance(quantization, dict) else \
+            getattr(quantization, "quant_method", "?")
+        raise UserError(f"model {base}: a quantised checkpoint ({method}); folding the adapter into it would round "
+                        "the update into 4-/8-bit weights. Merge into the bf16 base instead: --model BASE, the "
+                        "checkpoint the quantised one was made from (e.g. Qwen/Qwen2.5-7B-Instruct); the adapter fits "
+                        "it as it is")
 
 
 def merge_dtype(name: str, base_path: str) -> torch.dtype:

@@ -20,6 +20,7 @@ import torch
 
 from qwen_sft.errors import UserError
 from qwen_sft.files import atomic_dir, cache_dir
+from qwen_sft.hub import download_model, modelscope_id
 from qwen_sft.run import check_adapter_base
 from qwen_sft.tokenizer import ENDOFTEXT_ID, IM_END_ID, build_tokenizer
 
@@ -83,8 +84,10 @@ def init_tiny(output_dir: str | Path, *, seed: int = TINY_SEED, family: str = "q
 
 
 def resolve_model_path(name: str | Path) -> str:
-    """`tiny` / `tiny-qwen2.5` / `tiny-qwen3` → the built embedded default; a local dir → checked for
-    weights; anything else → hub id."""
+    """`tiny` / `tiny-qwen2.5` / `tiny-qwen3` → the built embedded default; a ModelScope id → its downloaded dir
+    (`hub.py`); a local dir → checked for weights; anything else → hub id."""
+    if modelscope_id(str(name)):
+        name = download_model(str(name))
     family = TINY_NAMES.get(str(name))
     if family is not None:
         stem = "tiny" if family == "qwen1.5" else f"tiny-{family}"  # `tiny` keeps the cache dir it always had

@@ -21,9 +21,10 @@ from qwen_sft.dataset import load_examples
 from qwen_sft.errors import UserError
 from qwen_sft.model import add_legacy_config_keys, load_tokenizer, resolve_dtype, resolve_model_path
 from qwen_sft.run import write_run_info
+from qwen_sft.sources import write_report
 from qwen_sft.template_proof import resolve_template
 from qwen_sft.train_args import training_arguments
-from qwen_sft.train_model import load_for_training
+from qwen_sft.train_model import check_quantization, load_for_training
 from qwen_sft.trainer import NonFiniteLoss, SFTTrainer
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,10 @@ def train(cfg: Config) -> Path:
     """
     from accelerate import PartialState
 
+    output_dir = Path(cfg.train.output_dir)
+    check_quantization(cfg)
     if cfg.train.dry_run:  # `qwen-sft check` alone: nothing is loaded for training, nothing but check.json written
         return dry_run(cfg)
-    output_dir = Path(cfg.train.output_dir)
     on_cpu = not torch.cuda.is_available()
     process = PartialState(cpu=on_cpu)  # under torchrun / accelerate launch: joins the process group (gloo on CPU)
     with process.main_process_first():  # builds `tiny` and cleans the output dir once, then the others look
@@ -52,12 +54,15 @@ def train(cfg: Config) -> Path:
 
     data = cfg.data
     datasets = [load_examples(source, tokenizer, template, fmt=data.data_format, loss=data.loss,
-                              max_length=data.max_length, skip_bad=data.skip_bad, split=split, cache=True)
+                              max_length=data.max_length, skip_bad=data.skip_bad, split=split, seed=cfg.train.seed,
+                              cache=True)
                 if source else None for source, split in ((data.data, "train"), (data.eval_data, "eval"))]
     # prompts, data, checkpoint, forecast: a FAIL stops here, before the model loads (unless force)
     report = check_before_training(cfg, model_path, tokenizer, template, datasets, resume_from,
                                    process.is_main_process)
     train_set, eval_set = (_rows(d.examples, cfg) if d else None for d in datasets)
+    if process.is_main_process:
+        write_report(output_dir / "data_report.json", {s: d.sources for s, d in zip(("train", "eval"), datasets) if d})
     torch.manual_seed(cfg.train.seed)  # after the forecast's micro-run: the adapters start as without it
     model = load_for_training(model_path, cfg, dtype)
     if cfg.train.finetuning == "full" and process.is_main_process:  # fp32 weights + two Adam moments
@@ -75,6 +80,7 @@ def train(cfg: Config) -> Path:
 
     trainer = SFTTrainer(model=model, args=training_arguments(cfg, dtype, eval_set is not None), train_dataset=train_set,
                          eval_dataset=eval_set, data_collator=collator, processing_class=tokenizer, describe=describe)
+    _warn_sharding_ignored(trainer)
     if trainer.is_world_process_zero():
         describe(output_dir)
         trainer.tokens_before_resume = trainer.train_log.trim(checkpoint_step(resume_from) if resume_from else 0)
@@ -92,8 +98,10 @@ def train(cfg: Config) -> Path:
     finally:
         if flush_denormals:
             torch.set_flush_denormal(False)
-    if trainer.is_world_process_zero():
-        trainer.save_model(str(output_dir))  # adapter (peft layout) or full model, safetensors
+    if trainer.is_fsdp_enabled:  # checkpoints stay sharded (fast, resumable); the result is one plain file
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(output_dir))  # every process: FSDP / ZeRO-3 gather the weights; the main one writes
+    if trainer.is_world_process_zero():  # adapter (peft layout) or full model, safetensors
         tokenizer.save_pretrained(str(output_dir))
         if cfg.train.finetuning == "full":  # a full model must load in transformers 4.x / vLLM too
             add_legacy_config_keys(output_dir / "config.json")
@@ -102,6 +110,14 @@ def train(cfg: Config) -> Path:
                  output_dir, trainer.train_log.plot_path)
     finish_check(report, output_dir, trainer.is_world_process_zero())  # forecast vs measured
     return output_dir
+
+
+def _warn_sharding_ignored(trainer: SFTTrainer) -> None:
+    """accelerate runs an FSDP or DeepSpeed config on a machine without GPUs as plain DDP: say so."""
+    for kind, enabled in (("FSDP", trainer.is_fsdp_enabled), ("DeepSpeed", trainer.is_deepspeed_enabled)):
+        if not enabled and os.environ.get(f"ACCELERATE_USE_{kind.upper()}", "").lower() == "true":
+            log.warning("accelerate launch asked for %s, but accelerate runs it as plain DDP without a GPU (every "
+                        "process holds the whole model); see the README, Bigger models", kind)
 
 
 def _rows(examples, cfg: Config) -> list:

@@ -1,5 +1,6 @@
-"""The model as training sees it: LoRA / DoRA adapters or full fine-tuning, and a forward that returns the
-summed token loss from the chunked output layer (`loss.py`) instead of full-vocabulary logits."""
+"""The model as training sees it: LoRA / DoRA adapters (on a bf16/fp32 or a 4-/8-bit quantised base) or full
+fine-tuning, and a forward that returns the summed token loss from the chunked output layer (`loss.py`) instead of
+full-vocabulary logits."""
 
 from __future__ import annotations
 
@@ -13,8 +14,38 @@ from qwen_sft.loss import chunked_cross_entropy, count_trained_tokens
 from qwen_sft.model import from_pretrained
 
 
+def check_quantization(cfg: Config) -> None:
+    """Refuse a quantised run that cannot work, before any data or model loads.
+
+    Raises:
+        UserError: quantization with full fine-tuning, or without bitsandbytes installed.
+    """
+    if cfg.model.quantization == "none":
+        return
+    if cfg.train.finetuning == "full":
+        raise UserError(f"quantization: {cfg.model.quantization} trains adapters on a frozen quantised base; it "
+                        "cannot be used with finetuning: full (use lora or dora, or quantization: none)")
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise UserError(f"quantization: {cfg.model.quantization} needs bitsandbytes: pip install "
+                        "'qwen-sft[qlora]' (CUDA GPUs; recent bitsandbytes also runs 4-bit on CPU, slowly)") from None
+
+
+def quantization_config(kind: str, compute_dtype: torch.dtype):
+    """transformers' BitsAndBytesConfig for `kind`: 4bit = QLoRA's NF4 with double quantisation, matmuls in
+    `compute_dtype` (bf16 on a GPU that has it); 8bit = LLM.int8."""
+    from transformers import BitsAndBytesConfig
+
+    if kind == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=compute_dtype, bnb_4bit_quant_storage=compute_dtype)
+    return BitsAndBytesConfig(load_in_8bit=True)
+
+
 def load_for_training(model_path: str, cfg: Config, dtype: torch.dtype):
-    """The model with LoRA/DoRA adapters (fp32, on a `dtype` base) or fully trainable (fp32 master weights).
+    """The model with LoRA/DoRA adapters (fp32, on a `dtype` or quantised base) or fully trainable (fp32 master
+    weights).
 
     Raises:
         UserError: LoRA targets that match no module.
@@ -22,8 +53,20 @@ def load_for_training(model_path: str, cfg: Config, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM
 
     full = cfg.train.finetuning == "full"
-    model = from_pretrained(AutoModelForCausalLM, model_path, dtype=torch.float32 if full else dtype)
+    quantized = cfg.model.quantization != "none"
+    load = {"dtype": torch.float32 if full else dtype}
+    if quantized:  # each process holds its quantised copy on its own device (no .to() after loading)
+        from accelerate import PartialState
+
+        device = PartialState().local_process_index if torch.cuda.is_available() else "cpu"
+        load.update(quantization_config=quantization_config(cfg.model.quantization, dtype), device_map={"": device})
+    model = from_pretrained(AutoModelForCausalLM, model_path, **load)
     model.config.use_cache = False  # no KV cache while training (and packed rows need it off, see collate.py)
+    if quantized:  # norms and output layer to fp32, inputs that require grad (for checkpointing); peft's recipe
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.train.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     use_chunked_loss(model, cfg.train.chunk_size)
     if full:
         return model
@@ -44,25 +87,35 @@ def load_for_training(model_path: str, cfg: Config, dtype: torch.dtype):
 def use_chunked_loss(model, chunk_size: int) -> None:
     """Make `model(input_ids, labels=...)` return the summed token loss without building full logits.
 
-    The forward stays the model's own entry point, so DDP/FSDP wrappers (which only sync through it) and
-    peft (which calls it) work unchanged; only the output layer + loss is replaced. Under DeepSpeed ZeRO-3
-    the head weight is partitioned and only gathered by the head module's own call, so there the model's
-    standard loss (full logits) is used instead.
+    The forward stays the model's own entry point, so DDP/FSDP wrappers (which only sync through it) and peft
+    (which calls it) work unchanged; only the output layer + loss is replaced. The loss is computed *inside* the
+    output layer's own call (`lm_head(hidden, labels=...)`): FSDP (v1 and v2) shards that layer's weight and gathers
+    it only around its own forward (peft's wrap policy makes it a unit of its own), so reading `lm_head.weight`
+    from outside would see a shard (a DTensor, or FSDP1's empty view). Under DeepSpeed ZeRO-3, which partitions
+    the weight the same way but has not been run with this path, the model's standard loss (full logits) is used.
     """
     standard_forward = model.forward
+    head = model.lm_head
+    head_forward = head.forward
+
+    def head_with_loss(self, hidden, labels=None):
+        if labels is None:  # an ordinary call (generation): the layer as it was
+            return head_forward(hidden)
+        return chunked_cross_entropy(hidden, self.weight, labels, bias=self.bias, chunk_size=chunk_size)
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, labels=None, **kwargs):
         from transformers.modeling_outputs import CausalLMOutputWithPast
 
         kwargs.pop("num_items_in_batch", None)  # normalisation happens in SFTTrainer.compute_loss
-        head = self.lm_head
-        if getattr(head.weight, "ds_id", None) is not None:  # DeepSpeed ZeRO-3 partitioned parameter
+        if getattr(self.lm_head.weight, "ds_id", None) is not None:  # DeepSpeed ZeRO-3 partitioned parameter
             out = standard_forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                    labels=labels, use_cache=False, **kwargs)
             return CausalLMOutputWithPast(loss=out.loss * count_trained_tokens(labels))  # mean → sum
         hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                             use_cache=False, **kwargs).last_hidden_state
-        loss = chunked_cross_entropy(hidden, head.weight, labels, bias=head.bias, chunk_size=chunk_size)
-        return CausalLMOutputWithPast(loss=loss)
+        if labels is None:
+            return CausalLMOutputWithPast(logits=self.lm_head(hidden))
+        return CausalLMOutputWithPast(loss=self.lm_head(hidden, labels=labels))
 
+    head.forward = types.MethodType(head_with_loss, head)
     model.forward = types.MethodType(forward, model)

@@ -21,8 +21,10 @@ from qwen_sft.data import load_samples
 from qwen_sft.dataset import Encoded, encode_samples, load_examples
 from qwen_sft.errors import UserError
 from qwen_sft.files import read_jsonl
+from qwen_sft.hub import modelscope_id
 from qwen_sft.micro_run import forecast_run, make_collator
 from qwen_sft.model import load_tokenizer, resolve_model_path
+from qwen_sft.sources import as_sources, load_mixed
 from qwen_sft.template import encode_sample
 from qwen_sft.template_proof import resolve_template
 from qwen_sft.usage import current_rss, peak_memory
@@ -46,13 +48,9 @@ def check(cfg: Config) -> Report:
         return _show(_checkpoint_only(report, cfg, model_path, tokenizer), cfg, main=True)
     data = cfg.data
     problems: list = []
-    samples = load_samples(data.data, fmt=data.data_format, skip_bad=True, problems=problems)
-    n_records = len(samples) + len(problems)
-    train = _encode(data.data, samples, tokenizer, template, cfg, problems)
-    evaluation = None
-    if data.eval_data:
-        evaluation = _encode(data.eval_data, load_samples(data.eval_data, fmt=data.data_format, skip_bad=True),
-                             tokenizer, template, cfg, [])
+    n_records = count_records(data.data, data.data_format, problems)
+    train = _encode(data.data, tokenizer, template, cfg, problems)
+    evaluation = _encode(data.eval_data, tokenizer, template, cfg, []) if data.eval_data else None
     last = latest_checkpoint(Path(cfg.train.output_dir)) if cfg.train.resume == "auto" else \
         None if cfg.train.resume == "never" else cfg.train.resume
     report = Report(_header(cfg, model_path, template))
@@ -78,10 +76,9 @@ def check_before_training(cfg: Config, model_path: str, tokenizer, template, dat
         UserError: any FAIL, unless `force: true`.
     """
     problems: list = []
-    n_records = len(datasets[0].samples) + len(datasets[0].skipped)
+    n_records = len(_unique(datasets[0].samples))
     if cfg.data.skip_bad:  # the records load_samples skipped are only logged: count them again
-        n_records = len(load_samples(cfg.data.data, fmt=cfg.data.data_format, skip_bad=True, problems=problems)) \
-            + len(problems)
+        n_records = count_records(cfg.data.data, cfg.data.data_format, problems)
     report = Report(_header(cfg, model_path, template))
     _run(report, cfg, model_path, tokenizer, template, datasets[0], datasets[1], problems, n_records,
          checkpoint_step(resume_from) if resume_from else 0, main)
@@ -102,7 +99,7 @@ def stop_on_failure(report: Report, cfg: Config) -> None:
 def _run(report: Report, cfg: Config, model_path: str, tokenizer, template, train: Encoded,
          evaluation: Encoded | None, problems: list, n_records: int, resume_step: int, main: bool) -> Report:
     started = time.perf_counter()
-    data, samples = cfg.data, train.samples
+    data, samples = cfg.data, _unique(train.samples)  # records, not the mix (a weighted source repeats some)
     special, special_wheres = data_checks.check_special_tokens(samples, tokenizer, template)
     collator = make_collator(cfg, tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else None
     for finding in (
@@ -118,12 +115,13 @@ def _run(report: Report, cfg: Config, model_path: str, tokenizer, template, trai
     for finding in (
         data_checks.check_records(problems, n_records, data.skip_bad),
         data_checks.check_tools(samples, problems),
-        data_checks.check_nothing_to_train(train, len(samples) + len(train.skipped), data.skip_bad, data.max_length),
+        data_checks.check_nothing_to_train(train, len(train.samples) + len(train.skipped), data.skip_bad,
+                                           data.max_length),
         data_checks.check_truncation(train, lengths, lost, data.max_length),
         data_checks.check_duplicates(samples),
-        data_checks.check_overlap(samples, evaluation.samples if evaluation else None),
+        data_checks.check_overlap(samples, _unique(evaluation.samples) if evaluation else None),
         special,
-        data_checks.check_long(lengths, [s.where for s in samples]),
+        data_checks.check_long(lengths, [s.where for s in train.samples]),
     ):
         report.add(finding)
     _checkpoint_only(report, cfg, model_path, tokenizer)
@@ -151,23 +149,38 @@ def _checkpoint_only(report: Report, cfg: Config, model_path: str, tokenizer) ->
     return report
 
 
-def _encode(source: str, samples: list, tokenizer, template, cfg: Config, problems: list) -> Encoded:
-    """`train`'s encoding, through the cache; if a sample cannot be encoded, each one that cannot is added to
-    `problems` and the rest are encoded."""
+def _encode(source, tokenizer, template, cfg: Config, problems: list) -> Encoded:
+    """`train`'s encoding of the (mixed) data, through the cache; if a sample cannot be encoded, each one that
+    cannot is added to `problems` and the rest are encoded."""
     data = cfg.data
     try:
         return load_examples(source, tokenizer, template, fmt=data.data_format, loss=data.loss,
-                             max_length=data.max_length, skip_bad=True, cache=True)
+                             max_length=data.max_length, skip_bad=True, seed=cfg.train.seed, cache=True)
     except UserError:
         pass
     good = []
-    for sample in samples:
+    for sample in load_mixed(source, fmt=data.data_format, skip_bad=True, seed=cfg.train.seed)[0]:
         try:
             encode_sample(sample, tokenizer, template, data.loss, data.max_length)
             good.append(sample)
         except UserError as err:
             problems.append((sample.where, str(err).removeprefix(f"{sample.where}: ")))
     return encode_samples(good, tokenizer, template, loss=data.loss, max_length=data.max_length, skip_bad=True)
+
+
+def count_records(value, fmt: str, problems: list) -> int:
+    """Read every local source once more, appending each record training would skip (or stop at) to
+    `problems`; returns the number of records (ModelScope sources are not re-read)."""
+    usable = 0
+    for source in as_sources(value):
+        if not modelscope_id(source.path):
+            usable += len(load_samples(source.path, fmt=source.format or fmt, skip_bad=True, problems=problems))
+    return usable + len(problems)
+
+
+def _unique(samples: list) -> list:
+    """Each sample once: a mix repeats a source's sample as the same object."""
+    return list({id(sample): sample for sample in samples}.values())
 
 
 def _memory_finding(memory: dict) -> Finding:
@@ -184,8 +197,9 @@ def _memory_finding(memory: dict) -> Finding:
 
 def _header(cfg: Config, model_path: str, template) -> str:
     name = template.name if template else "?"
+    data = ", ".join(source.path for source in as_sources(cfg.data.data))
     return (f"qwen-sft check: model {cfg.model.model or 'tiny'} ({model_path}), template {name}, loss {cfg.data.loss}, "
-            f"max_length {cfg.data.max_length}, {cfg.train.finetuning}; data {cfg.data.data}")
+            f"max_length {cfg.data.max_length}, {cfg.train.finetuning}; data {data}")
 
 
 def finish_check(report: Report, output_dir: str | Path, main: bool) -> None:

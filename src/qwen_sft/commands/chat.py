@@ -25,8 +25,8 @@ def main(cfg: Config) -> int:
     from qwen_sft.generate import chat_loop, sampling_from
     from qwen_sft.inference import load_for_inference
 
-    sampling = sampling_from(cfg.sampling)
     model, tokenizer, template = load_for_inference(cfg.model)
+    sampling = sampling_from(cfg.sampling, generation_config=getattr(model, "generation_config", None))
     torch.manual_seed(cfg.sampling.seed or 0)
     chat_loop(model, tokenizer, template, sampling, system=cfg.command.system)
     return 0

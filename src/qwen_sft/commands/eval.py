@@ -47,12 +47,12 @@ def main(cfg: Config) -> int:
 
 def generate_predictions(cfg: Config, path: Path) -> list[dict]:
     """Greedy predictions for every record of the data, written like `qwen-sft predict` writes them."""
-    from qwen_sft.data import load_samples
     from qwen_sft.evaluate import write_predictions
     from qwen_sft.generate import predict_samples, sampling_from
     from qwen_sft.inference import load_for_inference
+    from qwen_sft.sources import load_one
 
-    samples = load_samples(cfg.data.data, fmt=cfg.data.data_format, require_answer=True)
+    samples = load_one(cfg.data.data, fmt=cfg.data.data_format, require_answer=True, command="eval")
     model, tokenizer, template = load_for_inference(cfg.model)
     results = predict_samples(model, tokenizer, samples, template, sampling_from(cfg.sampling), cfg.command.batch_size)
     write_predictions(path, samples, results)

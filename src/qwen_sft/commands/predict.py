@@ -22,13 +22,13 @@ COMMAND = Command(parts=("model", ("data", ("data", "data_format")), "sampling")
 def main(cfg: Config) -> int:
     import torch
 
-    from qwen_sft.data import load_samples
     from qwen_sft.evaluate import write_predictions
     from qwen_sft.generate import predict_samples, sampling_from
     from qwen_sft.inference import load_for_inference
+    from qwen_sft.sources import load_one
 
     sampling = sampling_from(cfg.sampling)
-    samples = load_samples(cfg.data.data, fmt=cfg.data.data_format, require_answer=False)
+    samples = load_one(cfg.data.data, fmt=cfg.data.data_format, require_answer=False, command="predict")
     model, tokenizer, template = load_for_inference(cfg.model)
     torch.manual_seed(cfg.sampling.seed or 0)
     results = predict_samples(model, tokenizer, samples, template, sampling, cfg.command.batch_size)

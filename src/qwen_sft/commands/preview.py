@@ -17,7 +17,8 @@ class PreviewOptions:
 
 
 COMMAND = Command(parts=(("model", ("model", "template")),
-                         ("data", ("data", "data_format", "skip_bad", "max_length", "loss"))),
+                         ("data", ("data", "data_format", "skip_bad", "max_length", "loss")),
+                         ("train", ("seed",))),  # the seed picks a data mix's examples, as in training
                   options=PreviewOptions, required=("data",))
 
 
@@ -29,7 +30,7 @@ def main(cfg: Config) -> int:
     _, tokenizer, template = load_inference_tokenizer(cfg.model)
     data, opts = cfg.data, cfg.command
     encoded = load_examples(data.data, tokenizer, template, fmt=data.data_format, loss=data.loss,
-                            max_length=data.max_length, skip_bad=data.skip_bad)
+                            max_length=data.max_length, skip_bad=data.skip_bad, seed=cfg.train.seed)
     shown = list(zip(encoded.samples, encoded.examples))[:opts.n or None]
     color = sys.stdout.isatty() if opts.color is None else opts.color
     for sample, example in shown:

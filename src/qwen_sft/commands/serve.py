@@ -14,7 +14,7 @@ def main(cfg: Config) -> int:
     import uvicorn
 
     from qwen_sft.inference import load_for_inference
-    from qwen_sft.serve import check_port_free, create_app
+    from qwen_sft.server import check_port_free, create_app
 
     opts = cfg.serve
     check_port_free(opts.host, opts.port)
