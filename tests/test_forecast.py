@@ -3,8 +3,11 @@ it lands within 20 % of the measured peak memory and wall time."""
 
 import json
 import os
+import resource
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -82,22 +85,49 @@ RUNS = {
 }
 
 
+ATTEMPTS, QUIET = 3, 0.3  # retry while other processes used more than 0.3 of a core beside a run
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(RUNS))
 def test_forecast_is_within_20_percent_of_a_measured_cpu_run(tmp_path, name):
-    # separate processes: a process's resident peak cannot be reset, so `check` forecasts and `train` measures
+    # separate processes: a process's resident peak cannot be reset, so `check` forecasts and `train` measures.
+    # Wall time is only comparable when nothing else competes for the cores during either run: an attempt
+    # during which other processes were busy is repeated (the machine is shared), one on a quiet machine counts
     from test_check import ADVERTISE
 
     values = dict(model="tiny", data=str(ADVERTISE), output_dir=str(tmp_path / "out"), logging_steps=5,
-                  save_steps=1000, **RUNS[name])
+                  save_steps=1000, overwrite=True, resume="never", **RUNS[name])
     config = tmp_path / "run.yaml"
     config.write_text(yaml.safe_dump(values))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for command in (["check"], ["train", "--no-forecast"]):
-        subprocess.run([sys.executable, "-m", "qwen_sft", command[0], str(config), *command[1:]], check=True, env=env,
-                       timeout=600, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        if command == ["check"]:
-            forecast = json.loads((tmp_path / "out" / "check.json").read_text())["forecast"]
-    measured = json.loads((tmp_path / "out" / "check.json").read_text())["measured"]
+    for attempt in range(ATTEMPTS):
+        check_load = _run_measuring_other_load(["check", str(config)])
+        forecast = json.loads((tmp_path / "out" / "check.json").read_text())["forecast"]
+        train_load = _run_measuring_other_load(["train", str(config), "--no-forecast"])
+        measured = json.loads((tmp_path / "out" / "check.json").read_text())["measured"]
+        wall_ok = forecast["time"]["wall_s"] == pytest.approx(measured["wall_s"], rel=0.2)
+        if wall_ok or max(check_load, train_load) < QUIET or attempt == ATTEMPTS - 1:
+            break
     assert forecast["memory"]["peak"] == pytest.approx(measured["peak"], rel=0.2)
-    assert forecast["time"]["wall_s"] == pytest.approx(measured["wall_s"], rel=0.2)
+    assert wall_ok, (f"wall {forecast['time']['wall_s']:.1f} s predicted vs {measured['wall_s']:.1f} s measured "
+                     f"(other load during check / train: {check_load:.2f} / {train_load:.2f} cores)")
+
+
+def _run_measuring_other_load(args: list[str]) -> float:
+    """Run `qwen-sft ARGS` in a fresh process; return the cores other processes kept busy meanwhile."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    busy, own, started = _busy_seconds(), _children_seconds(), time.monotonic()
+    subprocess.run([sys.executable, "-m", "qwen_sft", *args], check=True, env=env, timeout=600,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    others = (_busy_seconds() - busy) - (_children_seconds() - own)
+    return max(others, 0.0) / max(time.monotonic() - started, 1e-6)
+
+
+def _busy_seconds() -> float:
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return (sum(fields[:8]) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def _children_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
