@@ -48,8 +48,8 @@ def for_this_machine(command: str) -> list[str]:
         args = [sys.executable, "-m", "torch.distributed.run", "--master_port", str(_free_port()), *args[1:]]
         args[args.index("--nproc_per_node") + 1] = "2"
     elif args[0] == "accelerate":
-        args = [str(Path(sys.executable).parent / "accelerate"), *args[1:3], "--num_processes", "2",
-                "--main_process_port", str(_free_port()), *args[3:]]
+        args = [str(Path(sys.executable).parent / "accelerate"), "launch", "--num_processes", "2",
+                "--main_process_port", str(_free_port()), *args[2:]]
     if "train" in args:
         config = next((a for a in args if a.endswith(".yaml") and a.startswith("examples/") and
                        "accelerate" not in a), None)
