@@ -41,7 +41,6 @@ def test_batched_equals_one_at_a_time(fp32):
     batched = generate_batch(model, tokenizer, prompts, sampling)
     single = [generate_batch(model, tokenizer, [p], sampling)[0] for p in prompts]
     assert batched == single
-    assert all(reason == "length" for _, reason in batched)  # a random-init model rarely says <|im_end|>
 
 
 def test_predict_writes_answers_only_in_input_order(tmp_path, tiny_path, fp32):
@@ -150,17 +149,26 @@ def test_chat_through_a_pipe(tmp_path):
 
 
 def test_a_model_trained_to_stop_stops(tmp_path):
-    """LoRA-train `tiny` on ping → pong (loss on the answer + <|im_end|> only), then generate greedily."""
+    """Fine-tune `tiny` on ping → pong (loss on the answer + <|im_end|> only) until its loss is near 0, then
+    generate greedily.
+
+    Full fine-tuning, because LoRA cannot get there on a random model: the final RMSNorm fixes the hidden
+    state's length and the random output layer caps a logit near 5, so its loss floor is ~7 (a LoRA run that
+    answered "pong" did so by luck, and another CPU's rounding answered ""). The assertion is on what holds on any
+    CPU: the loss ends far below 0.02 (~0.05 after 30 of the 60 steps here), where every token of the answer has
+    probability > 0.9, so greedy decoding must say "pong" and stop."""
     from qwen_sft.arguments import load_config
     from qwen_sft.train import train
 
     data = tmp_path / "ping.jsonl"
     data.write_text(json.dumps({"instruction": "ping", "output": "pong"}) + "\n", encoding="utf-8")
-    adapter = train(load_config(None, dict(
-        model="tiny", data=str(data), output_dir=str(tmp_path / "out"), loss="last", learning_rate=1e-2,
-        max_steps=30, per_device_train_batch_size=1, lr_scheduler_type="constant", warmup_ratio=0.0,
-        logging_steps=10, save_steps=1000, dtype="fp32", seed=0, **{"lora.dropout": 0.0})))
-    model, tokenizer, chat_template = load_for_inference(ModelArgs(adapter=str(adapter), dtype="fp32"))
+    out = train(load_config(None, dict(
+        model="tiny", data=str(data), output_dir=str(tmp_path / "out"), loss="last", finetuning="full",
+        learning_rate=1e-3, max_steps=60, per_device_train_batch_size=1, lr_scheduler_type="constant",
+        warmup_ratio=0.0, logging_steps=10, save_strategy="no", dtype="fp32", seed=0)))
+    loss = [r["loss"] for r in map(json.loads, (out / "train_log.jsonl").read_text().splitlines()) if "loss" in r][-1]
+    assert loss < 0.02, f"ping -> pong did not train below 0.02 in 60 steps: {loss}"
+    model, tokenizer, chat_template = load_for_inference(ModelArgs(model=str(out), dtype="fp32"))
     prompt = encode_prompt([{"role": "user", "content": "ping"}], tokenizer, chat_template)
     assert generate_batch(model, tokenizer, [prompt], Sampling(max_new_tokens=8)) == [("pong", "stop")]
     assert generate_batch(model, tokenizer, [prompt], Sampling(max_new_tokens=1))[0][1] == "length"

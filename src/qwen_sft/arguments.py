@@ -154,7 +154,7 @@ def coerce(value, spec: dataclasses.Field, key: str):
     """`value` as the key's declared type. Returns (value, problem)."""
     kinds = _kinds(spec.type)
     text = value if isinstance(value, _Text) else None
-    if value is None or (text is not None and text.lower() in ("null", "none") and str not in kinds):
+    if value is None or (text is not None and (text == "null" or text.lower() == "none" and str not in kinds)):
         if type(None) in kinds:
             return None, None
     if list[DataSource] in kinds:

@@ -7,9 +7,11 @@ only dispatches, prints `--help`, and turns a `UserError` into one line on stder
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import os
 import sys
+import warnings
 
 from qwen_sft.errors import UserError
 
@@ -43,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         print(help_text(command.COMMAND, f"qwen-sft {name}", command.__doc__.strip()))
         return 0
     logging.basicConfig(level=os.environ.get("QWEN_SFT_LOG", "INFO"), format="%(levelname)s %(name)s: %(message)s")
+    _quiet_optional_backends()
     try:
         return command.main(parse_args(rest, command.COMMAND)) or 0
     except UserError as err:
@@ -65,6 +68,19 @@ def _out_of_memory(name: str, err: BaseException) -> int:
           "chunk_size, set gradient_checkpointing: true, or use LoRA / a smaller model; for inference lower "
           "batch_size / max_batch", file=sys.stderr)
     return 2
+
+
+def _quiet_optional_backends() -> None:
+    """bitsandbytes and DeepSpeed, when installed (the test extra has them), are imported by peft / accelerate in
+    every run and warn about kernels and accelerators the run does not use: a newcomer reads that as broken."""
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    # peft 0.21 asks transformers 5.23 a deprecated question on every model it wraps; nothing for a user to do
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    if "DS_ACCELERATOR" not in os.environ and importlib.util.find_spec("deepspeed") is not None:
+        import torch
+
+        if not torch.cuda.is_available():  # DeepSpeed warns when it has to guess; on a GPU it finds CUDA
+            os.environ["DS_ACCELERATOR"] = "cpu"
 
 
 def run(name: str, config: str | None = None, **keys) -> int:

@@ -55,7 +55,8 @@ def plot_loss(log_path: Path, png_path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
     steps, losses = zip(*train_points)
     ax.plot(steps, losses, color="tab:blue", alpha=0.35, label="train loss")
-    ax.plot(steps, ema(losses), color="tab:blue", label="train loss (smoothed)")
+    if len(losses) >= 10:  # smoothing a handful of points only hides them
+        ax.plot(steps, ema(losses), color="tab:blue", label="train loss (smoothed)")
     if eval_points:
         ax.plot(*zip(*eval_points), "o-", color="tab:orange", label="eval loss")
     ax.set_xlabel("optimizer step")
@@ -70,11 +71,13 @@ def plot_loss(log_path: Path, png_path: Path) -> None:
     os.replace(tmp, png_path)  # a viewer never sees a half-written image
 
 
-def ema(values, weight: float = 0.8) -> list[float]:
-    smoothed, current = [], values[0]
-    for v in values:
+def ema(values, weight: float = 0.6) -> list[float]:
+    """Exponential moving average, debiased as TensorBoard does: starting from 0 and dividing by the weight
+    given so far, instead of from the first value, which makes the early, steep part of a curve lag."""
+    smoothed, current = [], 0.0
+    for i, v in enumerate(values, start=1):
         current = weight * current + (1 - weight) * v
-        smoothed.append(current)
+        smoothed.append(current / (1 - weight ** i))
     return smoothed
 
 

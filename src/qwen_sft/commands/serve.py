@@ -29,6 +29,9 @@ def main(cfg: Config) -> int:
     log.info("serving %s (template %s%s) on http://%s:%d", name, template.name,
              ", API key required" if api_key else "", opts.host, opts.port)
     # uvicorn handles SIGINT/SIGTERM: stop accepting, let open requests finish (5 s), then the app's shutdown.
-    uvicorn.Server(uvicorn.Config(app, host=opts.host, port=opts.port, timeout_graceful_shutdown=5,
-                                  log_level="info")).run()
+    try:
+        uvicorn.Server(uvicorn.Config(app, host=opts.host, port=opts.port, timeout_graceful_shutdown=5,
+                                      log_level="info")).run()
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after shutting down cleanly: a normal way to stop
+        pass
     return 0
