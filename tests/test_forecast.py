@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from qwen_sft.arguments import load_config
-from qwen_sft.forecast import activation_bytes, loss_bytes, plan_batches
+from qwen_sft.forecast import activation_bytes, interval_events, loss_bytes, plan_batches
 from qwen_sft.template import Example
 from test_train import small_data
 
@@ -38,6 +38,24 @@ def test_the_plan_counts_steps_and_micro_batches_as_the_trainer_does():
     packed = plan_batches(examples([6, 5, 4, 3]), cfg(packing=True, max_length=10, per_device_train_batch_size=1,
                                                       max_steps=2))
     assert sorted(mb["width"] for step in packed["plan"] for mb in step) == [8, 10]  # best fit: 6+4, 5+3
+
+
+@pytest.mark.parametrize("start,end,every", [(0, 6, 1000), (0, 10, 5), (0, 12, 5), (5, 12, 5), (7, 12, 5),
+                                             (12, 12, 5)])
+def test_checkpoints_and_evaluations_are_counted_as_the_trainer_makes_them(tmp_path, start, end, every):
+    # transformers' own step-end logic decides; the last step saves (and evaluates) too when it is no multiple
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+    from transformers.trainer_callback import DefaultFlowCallback
+
+    args = TrainingArguments(output_dir=str(tmp_path), save_steps=every, eval_strategy="steps", eval_steps=every,
+                             report_to=[])
+    state, flow, saves, evals = TrainerState(max_steps=end, save_steps=every, eval_steps=every), \
+        DefaultFlowCallback(), 0, 0
+    for step in range(start + 1, end + 1):
+        state.global_step = step
+        control = flow.on_step_end(args, state, TrainerControl())
+        saves, evals = saves + control.should_save, evals + control.should_evaluate
+    assert interval_events(start, end, every) == saves == evals
 
 
 def test_padded_width_and_trained_tokens():

@@ -36,6 +36,7 @@ STEP_OVERHEAD_S = 0.004  # Trainer bookkeeping per optimizer step beyond the tim
 SETUP_S = 0.3  # Trainer construction, accelerate preparation
 FINISH_S = 0.3  # saving the tokenizer and run_config.yaml, the last loss.png
 PLOT_EVERY_S, PLOT_S = 10.0, 0.1  # train_log redraws loss.png at most every 10 s
+FIRST_PLOT_S = 0.6  # the first loss.png also imports matplotlib and builds the figure (measured: 0.5-0.65 s)
 
 
 def plan_batches(examples: list, cfg: Config, world: int = 1, resume_step: int = 0) -> dict:
@@ -75,6 +76,14 @@ def _shape(items: list) -> dict:
     width = max(lengths)
     return {"rows": len(items), "width": width, "tokens": len(items) * width, "real": sum(lengths),
             "trained": sum(trained for _, trained in items), "seqs": [width] * len(items)}
+
+
+def interval_events(start: int, end: int, every: int) -> int:
+    """How often the Trainer saves (or evaluates) in steps start+1..end: at each multiple of `every`, and once
+    more at the last step when it is not one (transformers' DefaultFlowCallback)."""
+    if end <= start:
+        return 0
+    return end // every - start // every + (1 if end % every else 0)
 
 
 def model_flops(batch: dict, shape: dict, cfg: Config, forward_only: bool = False) -> float:
@@ -171,13 +180,16 @@ def predict_time(plan: dict, measured: dict, cfg: Config, shape: dict, eval_plan
     loop += len(plan["plan"]) * (measured["optimizer_s"] + STEP_OVERHEAD_S) + len(batches) * measured["collate_s"]
     loop += measured["first_step_extra_s"]
     t = cfg.train
-    evals = len(plan["plan"]) // (t.eval_steps or t.save_steps) if eval_plan else 0
+    start = plan["steps"] - plan["remaining"]
+    evals = interval_events(start, plan["steps"], t.eval_steps or t.save_steps) if eval_plan else 0
     eval_s = evals * sum(model_flops(b, shape, cfg, forward_only=True) for b in eval_plan or ()) / flops_per_s
-    saves = 0 if t.extra.get("save_strategy") == "no" else len(plan["plan"]) // t.save_steps
-    checkpoint = measured["trainable"] * 4 + optimizer_bytes(measured["trainable"], cfg)
-    save_s = saves * checkpoint / measured["write_bytes_per_s"]
-    final_s = measured["trainable"] * 4 / measured["write_bytes_per_s"] + FINISH_S
-    plots = PLOT_S * (1 + (loop + eval_s) / PLOT_EVERY_S)
+    strategy = t.extra.get("save_strategy", "steps")
+    saves = 0 if strategy == "no" else interval_events(start, plan["steps"], t.save_steps) if strategy == "steps" \
+        else math.ceil(t.num_train_epochs)
+    weights, optimizer = measured["trainable"] * 4, optimizer_bytes(measured["trainable"], cfg)
+    save_s = saves * (weights + optimizer) / measured["write_bytes_per_s"]
+    final_s = weights / measured["write_bytes_per_s"] + FINISH_S
+    plots = FIRST_PLOT_S + PLOT_S * (loop + eval_s) / PLOT_EVERY_S
     parts = {"load": measured["load_s"], "setup": SETUP_S, "loop": loop, "eval": eval_s, "checkpoints": save_s,
              "final_save": final_s, "plots": plots}
     trained = sum(b["trained"] for b in batches)

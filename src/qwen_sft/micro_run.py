@@ -25,7 +25,7 @@ from qwen_sft.config import Config
 from qwen_sft.forecast import model_flops, model_shape, plan_batches, predict_memory, predict_time
 from qwen_sft.model import resolve_dtype
 from qwen_sft.train_args import training_arguments
-from qwen_sft.train_model import load_for_training
+from qwen_sft.train_model import denormals_flushed, load_for_training
 from qwen_sft.usage import PeakWatch, available_memory, write_speed
 
 PROBE_LENGTHS = (32, 64, 128)
@@ -103,16 +103,10 @@ def measure(model_path: str, cfg: Config, dtype: torch.dtype, batches: list[list
     optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args, model)
     optimizer = optimizer_cls(trainable, **optimizer_kwargs)
     autocast = torch.autocast(device, dtype=dtype, enabled=cfg.train.finetuning == "full" and dtype != torch.float32)
-    flush = dtype == torch.float32 and torch.set_flush_denormal(True)  # as train does
     timings = []
-    try:
-        with PeakWatch() as watch:
-            for items in batches:
-                timings.append(_step(model, optimizer, trainable, items, collator, autocast, device,
-                                     args.max_grad_norm))
-    finally:
-        if flush:
-            torch.set_flush_denormal(False)
+    with denormals_flushed(), PeakWatch() as watch:  # as train steps
+        for items in batches:
+            timings.append(_step(model, optimizer, trainable, items, collator, autocast, device, args.max_grad_norm))
     timed = timings[1:] or timings
     flops = [model_flops(t["shape"], shape, cfg) for t in timings]
     seconds = sum(t["forward_backward_s"] for t in timed)
@@ -128,7 +122,8 @@ def measure(model_path: str, cfg: Config, dtype: torch.dtype, batches: list[list
         "gradient_bytes": sum(p.numel() * p.element_size() for p in _unique(trainable)),
         "trainable": sum(p.numel() for p in _unique(trainable)),
         "element_size": torch.empty((), dtype=dtype).element_size(),
-        "file_bytes": _weight_file_bytes(model_path), "write_bytes_per_s": write_speed(output_dir),
+        "file_bytes": _weight_file_bytes(model_path),
+        "write_bytes_per_s": write_speed(output_dir, _checkpoint_tensors(optimizer, trainable)),
         "available": available_memory(device), "shape": shape, "peak": watch.peak,
         "batches": [t["shape"] for t in timings],
     }
@@ -219,6 +214,13 @@ def _unique(params):
         if p.data_ptr() not in seen:  # tied weights: one matrix
             seen.add(p.data_ptr())
             yield p
+
+
+def _checkpoint_tensors(optimizer, trainable) -> list[torch.Tensor]:
+    """What a checkpoint writes: the optimizer's state tensors, then the trainable weights."""
+    state = [v for per_param in optimizer.state.values() for v in per_param.values()
+             if torch.is_tensor(v) and v.dim()]
+    return state + list(trainable)
 
 
 def _sync(device: str) -> None:

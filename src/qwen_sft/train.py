@@ -24,7 +24,7 @@ from qwen_sft.run import write_run_info
 from qwen_sft.sources import write_report
 from qwen_sft.template_proof import resolve_template
 from qwen_sft.train_args import training_arguments
-from qwen_sft.train_model import check_quantization, load_for_training
+from qwen_sft.train_model import check_quantization, denormals_flushed, load_for_training
 from qwen_sft.trainer import NonFiniteLoss, SFTTrainer
 
 log = logging.getLogger(__name__)
@@ -84,10 +84,9 @@ def train(cfg: Config) -> Path:
     if trainer.is_world_process_zero():
         describe(output_dir)
         trainer.tokens_before_resume = trainer.train_log.trim(checkpoint_step(resume_from) if resume_from else 0)
-    # denormals make early fp32 CPU steps 10-30x slower; the setting is process-wide, so it is undone after
-    flush_denormals = dtype == torch.float32 and torch.set_flush_denormal(True)
     try:
-        trainer.train(resume_from_checkpoint=resume_from)
+        with denormals_flushed():
+            trainer.train(resume_from_checkpoint=resume_from)
         trainer.publish_checkpoint()
     except NonFiniteLoss as err:
         last = latest_checkpoint(output_dir)
@@ -95,9 +94,6 @@ def train(cfg: Config) -> Path:
                         + (f"The last good checkpoint is {last}: lower learning_rate and run again with "
                            "resume: auto to continue from it" if last else "No checkpoint was saved before it; "
                            "lower learning_rate (or use dtype fp32/bf16) and start again")) from None
-    finally:
-        if flush_denormals:
-            torch.set_flush_denormal(False)
     if trainer.is_fsdp_enabled:  # checkpoints stay sharded (fast, resumable); the result is one plain file
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(output_dir))  # every process: FSDP / ZeRO-3 gather the weights; the main one writes
