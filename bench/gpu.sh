@@ -6,7 +6,8 @@
 #   bash bench/gpu.sh --smoke    # CPU, tiny shapes: checks that the script works (the test suite runs this)
 #   PYTHON=/path/to/python bash bench/gpu.sh     # another interpreter (default: .venv/bin/python, else python3)
 #
-# Writes the table to $OUT/gpu_table.md when $OUT is set, else to bench/gpu_table.md (plus the log beside it).
+# Writes the table to $OUT/gpu_table.md when $OUT is set, else to bench/gpu_table.md (plus the log beside it), then
+# checks the forecast: `qwen-sft check`'s predicted peak memory and wall time vs a real run -> forecast_table.md.
 # Any further arguments go to bench/gpu_bench.py (--models, --seq-len, --warmup, --steps, --timeout).
 set -euo pipefail
 
@@ -68,5 +69,23 @@ set -e
 if [[ $STATUS == 124 || $STATUS == 137 ]]; then
     echo "[gpu.sh] gave up after $LIMIT s (see $LOG)" >&2
 fi
-echo "[gpu.sh] $(date '+%H:%M:%S') exit $STATUS; table: $OUT_DIR/gpu_table.md"
+
+# The forecast (`qwen-sft check`) vs a real `train` of the 0.5B shape (smoke: tiny), in what is left of 9 minutes
+FORECAST_LIMIT=$(( 540 - SECONDS < 150 ? 540 - SECONDS : 150 ))
+FORECAST_STATUS=0
+if (( FORECAST_LIMIT > 30 )); then
+    echo "[gpu.sh] $(date '+%H:%M:%S') forecast vs measured: bench/forecast_bench.py (limit $FORECAST_LIMIT s)"
+    set +e
+    SMOKE_ARGS=(); [[ $SMOKE == 1 ]] && SMOKE_ARGS=(--smoke)
+    timeout --kill-after=10 "$FORECAST_LIMIT" "$PYTHON" "$ROOT/bench/forecast_bench.py" "${SMOKE_ARGS[@]}" \
+        --table "$OUT_DIR/forecast_table.md" >> "$LOG" 2>&1
+    FORECAST_STATUS=$?
+    set -e
+    [[ -f "$OUT_DIR/forecast_table.md" ]] && cat "$OUT_DIR/forecast_table.md"
+else
+    echo "[gpu.sh] no time left for the forecast check" >&2
+fi
+echo "[gpu.sh] $(date '+%H:%M:%S') exit $STATUS (forecast $FORECAST_STATUS); tables: $OUT_DIR/gpu_table.md," \
+    "$OUT_DIR/forecast_table.md"
+if [[ $STATUS == 0 ]]; then STATUS=$FORECAST_STATUS; fi
 exit "$STATUS"

@@ -30,6 +30,9 @@ def test_gpu_sh_smoke_writes_its_table(tmp_path):
     for row in rows:
         assert float(row[2]) > 0 and "FAILED" not in " ".join(row), row
     assert (tmp_path / "gpu_bench.log").exists()
+    header, rows = table_rows(tmp_path / "forecast_table.md")  # the forecast vs a real run of tiny
+    assert header[:3] == ["model", "run", "peak forecast / measured"] and rows[0][0] == "tiny"
+    assert all("/" in cell for cell in (rows[0][2], rows[0][4]))
 
 
 def test_gpu_sh_says_what_is_missing(tmp_path):
