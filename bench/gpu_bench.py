@@ -5,17 +5,21 @@
 
 Each (model, trainer) pair runs in a fresh subprocess with a timeout: the model is built from its config
 (no weights: random init, directly on the GPU in bf16), LoRA r=8 alpha=16 dropout 0.05 on all linear
-layers, attention "sdpa", packing on (padding-free rows of up to --seq-len tokens, batch 1 row), the same
-random token data for both. After --warmup optimizer steps (kernel autotuning, Triton JIT), --steps steps
-are timed (synchronised), then --profile-steps more are profiled (top ops by GPU time to
-gpu_profile_<model>_<trainer>.txt beside the table). MFU = model FLOPs per second (bench/flops.py: frozen weights 4*in*out per token,
-LoRA 6*in*out, causal attention per packed example) / a bf16 matmul peak measured in this run, and / the
-989 TFLOP/s H100/H200 dense bf16 datasheet figure.
+layers, packing on (padding-free rows of up to --seq-len tokens, batch 1 row), the same random token data
+for both. Attention: TRL "sdpa" (a block-diagonal mask built from position_ids restarts); qwen-sft what its
+`attention: auto` picks, on CUDA varlen (attention.py: per-example flash kernel, no mask). After --warmup
+optimizer steps (kernel autotuning, Triton JIT), --steps steps are timed (synchronised), then --profile-steps
+more are profiled (top ops by GPU time to gpu_profile_<model>_<trainer>.txt beside the table), then
+--sync-steps more run under torch.cuda.set_sync_debug_mode("warn"): the warnings it raises are the host-device
+syncs per optimizer step (GPU only; the benchmark's own bookkeeping is not counted). MFU = model FLOPs per
+second (bench/flops.py: frozen weights 4*in*out per token, LoRA 6*in*out, causal attention per packed example)
+/ a bf16 matmul peak measured in this run, and / the 989 TFLOP/s H100/H200 dense bf16 datasheet figure.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -46,7 +50,7 @@ SMOKE_MODELS = {
 }
 TRAINERS = ("qwen-sft", "TRL")
 COLUMNS = ["model", "trainer", "tokens/s", "ms/step", "MFU (measured peak)", f"MFU ({DATASHEET_TFLOPS:.0f} TF)",
-           "peak GPU mem GB", "final loss", "tokens/s vs TRL"]
+           "peak GPU mem GB", "final loss", "tokens/s vs TRL", "syncs/step"]
 
 
 def log(msg: str) -> None:
@@ -107,21 +111,66 @@ def lora_config():
 
 
 def step_timer(spec: dict, stats: dict):
-    """A callback that synchronises and records the time at every optimizer step's end."""
+    """A callback that synchronises and records the time at every optimizer step's end; after the timed steps it
+    profiles `profile_steps` steps, then counts the host-device syncs of `sync_steps` more."""
     from transformers import TrainerCallback
 
     first, last = spec["warmup"] + spec["steps"], spec["warmup"] + spec["steps"] + spec.get("profile_steps", 0)
+    counted = last + spec.get("sync_steps", 0)
+    cuda = spec["device"] == "cuda"
 
     class StepTimer(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == counted and "sync_counter" in stats:  # before our own synchronize below
+                stats["syncs_per_step"] = stats.pop("sync_counter").stop() / spec["sync_steps"]
             sync(spec["device"])
             stats["step_end"].append(time.perf_counter())
             if state.global_step == first and last > first:  # after the timed steps: profile a few more
                 stats["profiler"] = start_profiler(spec["device"])
             elif state.global_step == last and stats.get("profiler") is not None:
                 write_profile(stats.pop("profiler"), spec)
+            if state.global_step == last and counted > last and cuda:  # then count the syncs of a few more
+                stats["sync_counter"] = SyncCounter().start()
 
     return StepTimer()
+
+
+class SyncCounter:
+    """Counts host-device syncs: torch.cuda.set_sync_debug_mode("warn") raises a warning at each synchronising CUDA
+    call (.item(), a bool of a CUDA tensor, nonzero, a device-to-host copy...), recorded here instead of printed."""
+
+    def start(self) -> SyncCounter:
+        import warnings
+
+        import torch
+
+        self._catcher = warnings.catch_warnings(record=True)
+        self._records = self._catcher.__enter__()
+        warnings.simplefilter("always")  # every sync, not the first per call site
+        torch.cuda.set_sync_debug_mode("warn")
+        return self
+
+    def stop(self) -> int:
+        import torch
+
+        torch.cuda.set_sync_debug_mode("default")
+        self._catcher.__exit__(None, None, None)
+        return sum("synchroniz" in str(w.message) for w in self._records)
+
+
+@contextlib.contextmanager
+def syncs_not_counted():
+    """The benchmark's own bookkeeping reads device values: those syncs are not the trainer's."""
+    import torch
+
+    mode = torch.cuda.get_sync_debug_mode() if torch.cuda.is_available() else 0
+    if mode:
+        torch.cuda.set_sync_debug_mode("default")
+    try:
+        yield
+    finally:
+        if mode:
+            torch.cuda.set_sync_debug_mode(mode)
 
 
 def start_profiler(device: str):
@@ -158,14 +207,15 @@ def count_steps(stats: dict) -> None:
     original = Trainer.training_step
 
     def training_step(self, model, inputs, *args, **kwargs):
-        labels, positions = inputs["labels"], inputs.get("position_ids")
-        if positions is not None:  # packed: example lengths from the position_ids restarts
-            starts = (positions[0] == 0).nonzero().flatten().tolist() + [positions.shape[1]]
-            lengths = [b - a for a, b in zip(starts, starts[1:])]
-        else:
-            lengths = [labels.shape[1]] * labels.shape[0]
-        stats["steps"].append({"tokens": labels.numel(), "trained": int((labels[:, 1:] != -100).sum()),
-                               "lengths": lengths})
+        with syncs_not_counted():
+            labels, positions = inputs["labels"], inputs.get("position_ids")
+            if positions is not None:  # packed: example lengths from the position_ids restarts
+                starts = (positions[0] == 0).nonzero().flatten().tolist() + [positions.shape[1]]
+                lengths = [b - a for a, b in zip(starts, starts[1:])]
+            else:
+                lengths = [labels.shape[1]] * labels.shape[0]
+            stats["steps"].append({"tokens": labels.numel(), "trained": int((labels[:, 1:] != -100).sum()),
+                                   "lengths": lengths})
         return original(self, model, inputs, *args, **kwargs)
 
     Trainer.training_step = training_step
@@ -175,6 +225,7 @@ def run_qwen_sft(spec: dict, model, examples, out: Path, callback):
     from peft import get_peft_model
     from transformers import TrainingArguments
 
+    from qwen_sft.attention import VARLEN, attention_implementation
     from qwen_sft.collate import PackedCollator, pack_examples
     from qwen_sft.config import TrainArgs
     from qwen_sft.train_model import use_chunked_loss
@@ -186,18 +237,22 @@ def run_qwen_sft(spec: dict, model, examples, out: Path, callback):
         import qwen_sft.train_log
 
         qwen_sft.train_log.plot_loss = lambda *args, **kwargs: None
-    # what qwen_sft.train_model.load_for_training does after loading: chunked loss, then fp32 LoRA adapters
+    # what qwen_sft.train_model.load_for_training does: the attention `auto` picks (varlen on CUDA), chunked loss,
+    # then fp32 LoRA adapters
+    attention = attention_implementation(TrainArgs().attention, True, model.dtype, spec["device"])
+    if attention:
+        model.set_attn_implementation(attention)
     use_chunked_loss(model, TrainArgs().chunk_size)
     model = get_peft_model(model, lora_config(), autocast_adapter_dtype=True)
     bins = pack_examples([{"input_ids": ids, "labels": ids} for ids in examples], spec["seq_len"])
     args = TrainingArguments(
         output_dir=str(out), use_cpu=spec["device"] == "cpu", per_device_train_batch_size=1,
-        max_steps=spec["warmup"] + spec["steps"] + spec["profile_steps"], learning_rate=2e-4,
-        lr_scheduler_type="cosine", warmup_steps=0.03,
+        max_steps=total_steps(spec), learning_rate=2e-4, lr_scheduler_type="cosine", warmup_steps=0.03,
         logging_steps=spec["warmup"] + spec["steps"], save_strategy="no", report_to="none", seed=0, data_seed=0,
-        remove_unused_columns=False, disable_tqdm=True, dataloader_pin_memory=spec["device"] == "cuda")
-    trainer = SFTTrainer(model=model, args=args, train_dataset=bins, data_collator=PackedCollator(pad_id=0),
-                         callbacks=[callback])
+        remove_unused_columns=False, disable_tqdm=True, dataloader_pin_memory=spec["device"] == "cuda",
+        logging_nan_inf_filter=False)  # as qwen_sft.train_args: the filter syncs with the device every step
+    collator = PackedCollator(pad_id=0, varlen=attention == VARLEN)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=bins, data_collator=collator, callbacks=[callback])
     trainer.train()
     return [r["loss"] for r in trainer.state.log_history if "loss" in r]
 
@@ -213,8 +268,7 @@ def run_trl(spec: dict, model, examples, out: Path, callback):
                                         pad_token="<pad>", eos_token="<unk>")
     args = SFTConfig(
         output_dir=str(out), use_cpu=spec["device"] == "cpu", per_device_train_batch_size=1,
-        max_steps=spec["warmup"] + spec["steps"] + spec["profile_steps"], learning_rate=2e-4,
-        lr_scheduler_type="cosine", warmup_steps=0.03,
+        max_steps=total_steps(spec), learning_rate=2e-4, lr_scheduler_type="cosine", warmup_steps=0.03,
         logging_steps=spec["warmup"] + spec["steps"], save_strategy="no", report_to="none", seed=0, data_seed=0,
         disable_tqdm=True, dataloader_pin_memory=spec["device"] == "cuda",
         packing=True, max_length=spec["seq_len"],  # BFD packing, padding-free rows
@@ -223,6 +277,10 @@ def run_trl(spec: dict, model, examples, out: Path, callback):
                          peft_config=lora_config(), processing_class=tokenizer, callbacks=[callback])
     trainer.train()
     return [r["loss"] for r in trainer.state.log_history if "loss" in r]
+
+
+def total_steps(spec: dict) -> int:
+    return spec["warmup"] + spec["steps"] + spec["profile_steps"] + spec["sync_steps"]
 
 
 def worker(spec_path: str) -> None:
@@ -246,7 +304,7 @@ def worker(spec_path: str) -> None:
     cuda = spec["device"] == "cuda"
     result = {"seconds": seconds, "steps": len(timed), "tokens": sum(s["tokens"] for s in timed),
               "trained": sum(s["trained"] for s in timed), "lengths": [n for s in timed for n in s["lengths"]],
-              "losses": losses, "init_s": init_s,
+              "losses": losses, "init_s": init_s, "syncs_per_step": stats.get("syncs_per_step"),
               "peak_mem_gb": torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None}
     Path(spec["result"]).write_text(json.dumps(result))
 
@@ -261,6 +319,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 20; smoke 2)")
     parser.add_argument("--profile-steps", type=int, default=None, help="profile this many steps after the timed "
                         "ones; top ops to gpu_profile_<model>_<trainer>.txt beside the table (default 2; smoke 1)")
+    parser.add_argument("--sync-steps", type=int, default=None, help="count host-device syncs over this many steps "
+                        "after the profiled ones (GPU only; default 2; smoke 1)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per contender (default 110; smoke 90)")
     parser.add_argument("--table", type=Path, default=None, help="markdown table file (default $OUT/gpu_table.md "
                         "when $OUT is set, else bench/gpu_table.md)")
@@ -275,6 +335,7 @@ def main() -> int:
     steps = args.steps or (2 if smoke else 20)
     timeout = args.timeout or (90 if smoke else 110)
     profile_steps = args.profile_steps if args.profile_steps is not None else (1 if smoke else 2)
+    sync_steps = args.sync_steps if args.sync_steps is not None else (1 if smoke else 2)
     models = SMOKE_MODELS if smoke else MODELS
     if args.models:
         models = {name: models[name] for name in args.models.split(",")}
@@ -292,10 +353,12 @@ def main() -> int:
     peak = matmul_peak_tflops(device, 8192 if device == "cuda" else 256, 5 if device == "cuda" else 2)
     log(f"bf16 matmul peak (measured): {peak:.1f} TFLOP/s")
     # mean example length 9/32 seq: enough rows for every step
-    examples = (warmup + steps + profile_steps + 2) * seq_len // (seq_len * 9 // 32) + 8
+    examples = (warmup + steps + profile_steps + sync_steps + 2) * seq_len // (seq_len * 9 // 32) + 8
     header = (f"GPU benchmark: {gpu}, torch {torch.__version__}; random-init Qwen1.5 shapes, bf16, LoRA r=8 "
-              f"(all linear layers), sdpa attention, packed rows of {seq_len} tokens, batch 1 row, {warmup} warmup + "
-              f"{steps} timed steps. bf16 matmul peak measured here: {peak:.1f} TFLOP/s.")
+              f"(all linear layers), packed rows of {seq_len} tokens, batch 1 row, {warmup} warmup + "
+              f"{steps} timed steps. bf16 matmul peak measured here: {peak:.1f} TFLOP/s. Attention: TRL sdpa (mask "
+              f"from position_ids), qwen-sft `attention: auto` (varlen on CUDA). syncs/step: host-device syncs per "
+              f"optimizer step, counted under torch.cuda.set_sync_debug_mode('warn') ({sync_steps} steps; GPU only).")
     table_path.parent.mkdir(parents=True, exist_ok=True)
     rows, failures, text = [], [], header
     with tempfile.TemporaryDirectory(prefix="gpu-bench-") as tmp:
@@ -303,7 +366,7 @@ def main() -> int:
             for trainer in TRAINERS:
                 spec = {"trainer": trainer, "shape": shape, "device": device, "seq_len": seq_len, "warmup": warmup,
                         "steps": steps, "examples": examples, "result": f"{tmp}/{model_name}-{trainer}.json",
-                        "profile_steps": profile_steps,
+                        "profile_steps": profile_steps, "sync_steps": sync_steps,
                         "profile_file": str(table_path.parent / f"gpu_profile_{model_name}_{trainer}.txt")}
                 spec_path = Path(tmp) / f"{model_name}-{trainer}.spec.json"
                 spec_path.write_text(json.dumps(spec))
@@ -350,7 +413,8 @@ def table(rows: list[dict], peak: float, device: str) -> str:
                  f"{100 * flops / peak:.1f}%", f"{100 * flops / DATASHEET_TFLOPS:.1f}%" if device == "cuda" else "-",
                  f"{r['peak_mem_gb']:.1f}" if r["peak_mem_gb"] is not None else "-",
                  f"{r['losses'][-1]:.3f}" if r["losses"] else "-",
-                 f"{tps / trl[r['model']]:.2f}x" if r["model"] in trl else "-"]
+                 f"{tps / trl[r['model']]:.2f}x" if r["model"] in trl else "-",
+                 f"{r['syncs_per_step']:g}" if r.get("syncs_per_step") is not None else "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

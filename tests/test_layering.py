@@ -6,10 +6,10 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "qwen_sft"
 # the library, in pipeline order: a module (or package) imports only ones before it
 ORDER = ["errors", "files", "usage", "hub", "config", "train_args", "arguments", "tools", "data", "sources",
-         "tokenizer", "template_render", "template", "data_cache", "dataset", "collate", "loss", "forecast", "run",
-         "model", "template_proof", "inference", "preview", "checkpoints", "train_log", "train_model", "trainer",
-         "micro_run", "checks", "train", "forecast_check", "generation", "generate", "evaluate", "merge", "server",
-         "commands", "cli"]
+         "tokenizer", "template_render", "template", "data_cache", "dataset", "collate", "loss", "attention",
+         "forecast", "run", "model", "template_proof", "inference", "preview", "checkpoints", "train_log",
+         "train_model", "trainer", "micro_run", "checks", "train", "forecast_check", "generation", "generate",
+         "evaluate", "merge", "server", "commands", "cli"]
 MAX_LINES = 330
 
 

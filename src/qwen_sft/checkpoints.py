@@ -20,10 +20,11 @@ from qwen_sft.run import RUN_FILE, read_run_info
 log = logging.getLogger(__name__)
 STAGING = ".staging"
 # Keys that may change between an interrupted run and its resumption without making it a different run
-# (TrainingArguments keys passed through, such as report_to or optim, are resumable too).
+# (TrainingArguments keys passed through, such as report_to or optim, are resumable too; `attention` picks a kernel
+# for the same arithmetic, and runs written before it existed lack it).
 RESUMABLE_CHANGES = {"resume", "overwrite", "learning_rate", "logging_steps", "save_steps", "save_total_limit",
                      "eval_steps", "max_steps", "num_train_epochs", "skip_bad", "per_device_eval_batch_size",
-                     "force", "dry_run", "forecast"}
+                     "force", "dry_run", "forecast", "attention"}
 
 
 def checkpoints(output_dir: Path) -> list[Path]:

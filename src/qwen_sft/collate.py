@@ -17,8 +17,11 @@ Packing (no pad tokens at all):
   (that path needs batch size 1, which is why everything goes into one row by default).
   `PackedCollator(per_bin=True, pad_id=...)` makes one row per bin instead (right-padded to the
   longest bin, the padding a sequence of its own): sdpa/eager attention costs (row length)^2
-  whatever the mask, so k rows of one bin are k times cheaper than one row of k bins (train.py
-  uses it unless the model runs flash-attention).
+  whatever the mask, so k rows of one bin are k times cheaper than one row of k bins (train uses
+  it, through `micro_run.make_collator`, unless the model runs flash-attention or varlen).
+  `PackedCollator(varlen=True)`: one row plus each example's boundaries (`varlen_boundaries`) for
+  attention.py's `qwen_sft_varlen` (the default for packed runs on CUDA): no mask is built at all
+  and position_ids are not scanned, each example attends to itself through the kernel.
   CAVEAT (transformers 5.23): the sdpa/eager detection only runs when no KV cache exists, and the
   model creates an empty DynamicCache whenever use_cache is on (the config default, in train mode
   too unless gradient checkpointing is on) -- examples would then silently attend to each other.
@@ -29,6 +32,7 @@ Packing (no pad tokens at all):
 """
 
 import bisect
+import itertools
 import math
 
 import torch
@@ -130,18 +134,22 @@ class PackedCollator:
             sdpa/eager attention of a packed row costs (row length)^2 whatever the mask, so k bins in
             one row cost k times the attention of k rows; flash-attention's varlen path needs one row.
         pad_id: token id for the padding of per_bin rows (never attended to by a real token).
+        varlen: one row plus the examples' boundaries (`varlen_boundaries`) for the `qwen_sft_varlen`
+            attention (attention.py), which needs no mask; per_bin is ignored.
     """
 
-    def __init__(self, per_bin: bool = False, pad_id: int = 0):
-        self.per_bin = per_bin
+    def __init__(self, per_bin: bool = False, pad_id: int = 0, varlen: bool = False):
+        self.per_bin = per_bin and not varlen
         self.pad_id = pad_id
+        self.varlen = varlen
 
-    def __call__(self, batch: list[dict] | list[list[dict]]) -> dict[str, torch.Tensor]:
+    def __call__(self, batch: list[dict] | list[list[dict]]) -> dict:
         """Raises: ValueError if an example's input_ids and labels differ in length, or batch is empty."""
         if self.per_bin and all(isinstance(item, list) for item in batch):
             rows = [self._row(item) for item in batch]
         else:
-            rows = [self._row([e for item in batch for e in (item if isinstance(item, list) else [item])])]
+            examples = [e for item in batch for e in (item if isinstance(item, list) else [item])]
+            rows = [self._row(examples)]
         rows = [r for r in rows if r[0]]
         if not rows:
             raise ValueError("PackedCollator got no tokens to pack")
@@ -153,6 +161,8 @@ class PackedCollator:
             out["labels"].append(labels + [IGNORE_INDEX] * pad)
             out["position_ids"].append(positions + list(range(pad)))  # the padding: one more sequence
         batch = {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
+        if self.varlen:  # one row (per_bin is off): its examples, in order
+            batch.update(varlen_boundaries([n for e in examples if (n := len(e["input_ids"]))]))
         return {**batch, "num_trained": count_trained(batch["labels"])}
 
     @staticmethod
@@ -166,3 +176,12 @@ class PackedCollator:
             labels += [IGNORE_INDEX] + list(e["labels"][1:])  # never predict across the boundary
             position_ids += range(n)
         return input_ids, labels, position_ids
+
+
+def varlen_boundaries(lengths: list[int]) -> dict:
+    """The keyword arguments that carry packed examples' boundaries to attention (the names transformers'
+    flash-attention path uses): cumulative lengths as an int32 CPU tensor, the longest length as an int."""
+    cu_seq_lens = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32)
+    longest = max(lengths, default=0)
+    return {"cu_seq_lens_q": cu_seq_lens, "cu_seq_lens_k": cu_seq_lens, "max_length_q": longest,
+            "max_length_k": longest}

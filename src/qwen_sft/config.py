@@ -146,6 +146,9 @@ class TrainArgs:
     seed: int = arg(42, "random seed: data order, adapter init, dropout")
     chunk_size: int = arg(256, "tokens per chunk of the fused output layer + loss (memory vs speed; see bench/)",
                           low=1)
+    attention: str = arg("auto", "attention kernel: varlen = per-example attention of packed rows, no mask (flash "
+                                 "kernel on CUDA, needs packing); auto = varlen for packed bf16/fp16 runs on CUDA, "
+                                 "else sdpa", choices=("auto", "sdpa", "eager", "varlen"))
     force: bool = arg(False, "train even when `qwen-sft check` (run first by train) reports a FAIL")
     dry_run: bool = arg(False, "run the check (and forecast) only, then stop: nothing but check.json is written")
     forecast: bool = arg(True, "forecast memory and time from a 3-step micro-run (seconds) at the start; false "

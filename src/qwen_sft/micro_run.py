@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from qwen_sft.collate import PackedCollator, PadCollator, pack_examples
+from qwen_sft.attention import VARLEN, attention_implementation
+from qwen_sft.collate import PackedCollator, PadCollator, pack_examples, varlen_boundaries
 from qwen_sft.config import Config
 from qwen_sft.forecast import model_flops, model_shape, plan_batches, predict_memory, predict_time
 from qwen_sft.model import resolve_dtype
@@ -46,7 +47,8 @@ def forecast_run(cfg: Config, model_path: str, pad_id: int, examples: list, eval
     plan = plan_batches(examples, cfg, world, resume_step)
     eval_plan = plan_batches(eval_examples, _eval_config(cfg), world)["plan"][0] if eval_examples else None
     dtype = resolve_dtype(cfg.model.dtype, allow_fp16=cfg.model.allow_fp16)
-    collator = make_collator(cfg, pad_id)
+    attention = attention_implementation(cfg.train.attention, cfg.data.packing, dtype, device)
+    collator = make_collator(cfg, pad_id, attention)
     measured = measure(model_path, cfg, dtype, micro_batches(examples, cfg), collator, Path(cfg.train.output_dir))
     memory = predict_memory(plan["plan"], measured, cfg, measured["shape"], base_bytes if device == "cpu" else 0,
                             device)
@@ -58,9 +60,12 @@ def forecast_run(cfg: Config, model_path: str, pad_id: int, examples: list, eval
                                                    "write_bytes_per_s", "peak")}}
 
 
-def make_collator(cfg: Config, pad_id: int, flash: bool = False):
-    """The collator `train` uses (packed rows one per bin, except under flash-attention)."""
-    return PackedCollator(per_bin=not flash, pad_id=pad_id) if cfg.data.packing else PadCollator(pad_id)
+def make_collator(cfg: Config, pad_id: int, attention: str | None = None):
+    """The collator `train` uses with the model's attention implementation `attention`: packed rows one per bin,
+    except under flash-attention (one row) and varlen (one row and the examples' boundaries)."""
+    if not cfg.data.packing:
+        return PadCollator(pad_id)
+    return PackedCollator(per_bin="flash" not in str(attention), pad_id=pad_id, varlen=attention == VARLEN)
 
 
 def micro_batches(examples: list, cfg: Config, steps: int = TIMED_STEPS) -> list[list]:
@@ -139,7 +144,7 @@ def _step(model, optimizer, trainable, items, collator, autocast, device: str, m
     batch = collator(items)
     collate_s = time.perf_counter() - started
     n_trained = batch.pop("num_trained")
-    batch = {k: v.to(device) for k, v in batch.items()}
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}  # ints stay
     _sync(device)
     started = time.perf_counter()
     with autocast:
@@ -152,9 +157,10 @@ def _step(model, optimizer, trainable, items, collator, autocast, device: str, m
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     _sync(device)
-    labels = batch["labels"]
+    labels, bounds = batch["labels"], batch.get("cu_seq_lens_q")
+    seqs = [labels.shape[1]] * labels.shape[0] if bounds is None else torch.diff(bounds).tolist()  # varlen: examples
     shape = {"rows": labels.shape[0], "width": labels.shape[1], "tokens": labels.numel(), "trained": n_trained,
-             "seqs": [labels.shape[1]] * labels.shape[0]}
+             "seqs": seqs}
     return {"forward_backward_s": middle - started, "optimizer_s": time.perf_counter() - middle,
             "collate_s": collate_s, "shape": shape}
 
@@ -179,6 +185,8 @@ def _saved_bytes(model, n: int, packing: bool, device: str) -> int:
     inputs = {"input_ids": ids, "labels": ids.clone()}
     if packing:  # two examples in one row, as PackedCollator writes them
         inputs["position_ids"] = torch.cat([torch.arange(n // 2), torch.arange(n - n // 2)])[None].to(device)
+        if _base(model).config._attn_implementation == VARLEN:
+            inputs.update(varlen_boundaries([n // 2, n - n // 2]))
     else:  # one padded position, so the mask is built as for a padded batch
         inputs["attention_mask"] = torch.ones_like(ids)
         inputs["attention_mask"][0, -1] = 0

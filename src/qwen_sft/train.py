@@ -13,12 +13,14 @@ from pathlib import Path
 
 import torch
 
+from qwen_sft.attention import check_attention
 from qwen_sft.checkpoints import check_free_space, checkpoint_step, latest_checkpoint, prepare_output_dir
 from qwen_sft.checks.run import check_before_training, dry_run, finish_check
-from qwen_sft.collate import PackedCollator, PadCollator, pack_examples
+from qwen_sft.collate import pack_examples
 from qwen_sft.config import Config
 from qwen_sft.dataset import load_examples
 from qwen_sft.errors import UserError
+from qwen_sft.micro_run import make_collator
 from qwen_sft.model import add_legacy_config_keys, load_tokenizer, resolve_dtype, resolve_model_path
 from qwen_sft.run import write_run_info
 from qwen_sft.sources import write_report
@@ -40,6 +42,7 @@ def train(cfg: Config) -> Path:
 
     output_dir = Path(cfg.train.output_dir)
     check_quantization(cfg)
+    check_attention(cfg.train.attention, cfg.data.packing)
     if cfg.train.dry_run:  # `qwen-sft check` alone: nothing is loaded for training, nothing but check.json written
         return dry_run(cfg)
     on_cpu = not torch.cuda.is_available()
@@ -69,10 +72,7 @@ def train(cfg: Config) -> Path:
         check_free_space(output_dir, 3 * 4 * sum(p.numel() for p in model.parameters()))
     _warn_small_corpus(len(train_set), cfg)
 
-    # packed: one row per bin, except for flash-attention, whose varlen path needs everything in one row
-    flash = "flash" in str(getattr(model.config, "_attn_implementation", ""))
-    collator = PackedCollator(per_bin=not flash, pad_id=tokenizer.pad_token_id) if data.packing \
-        else PadCollator(tokenizer.pad_token_id)
+    collator = make_collator(cfg, tokenizer.pad_token_id, getattr(model.config, "_attn_implementation", None))
     base = getattr(model, "get_base_model", lambda: model)()
 
     def describe(directory: Path) -> None:

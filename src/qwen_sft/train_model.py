@@ -9,6 +9,7 @@ import types
 
 import torch
 
+from qwen_sft.attention import attention_implementation, check_model
 from qwen_sft.config import Config
 from qwen_sft.errors import UserError
 from qwen_sft.loss import chunked_cross_entropy, count_trained_tokens
@@ -61,22 +62,27 @@ def quantization_config(kind: str, compute_dtype: torch.dtype):
 
 def load_for_training(model_path: str, cfg: Config, dtype: torch.dtype):
     """The model with LoRA/DoRA adapters (fp32, on a `dtype` or quantised base) or fully trainable (fp32 master
-    weights).
+    weights), with the attention `cfg.train.attention` picks (attention.py).
 
     Raises:
-        UserError: LoRA targets that match no module.
+        UserError: LoRA targets that match no module; varlen attention on a sliding-window model.
     """
     from transformers import AutoModelForCausalLM
 
     full = cfg.train.finetuning == "full"
     quantized = cfg.model.quantization != "none"
     load = {"dtype": torch.float32 if full else dtype}
+    attention = attention_implementation(cfg.train.attention, cfg.data.packing, dtype,
+                                         "cuda" if torch.cuda.is_available() else "cpu")
+    if attention:  # else transformers' default (sdpa)
+        load["attn_implementation"] = attention
     if quantized:  # each process holds its quantised copy on its own device (no .to() after loading)
         from accelerate import PartialState
 
         device = PartialState().local_process_index if torch.cuda.is_available() else "cpu"
         load.update(quantization_config=quantization_config(cfg.model.quantization, dtype), device_map={"": device})
     model = from_pretrained(AutoModelForCausalLM, model_path, **load)
+    check_model(model.config)
     model.config.use_cache = False  # no KV cache while training (and packed rows need it off, see collate.py)
     if quantized:  # norms and output layer to fp32, inputs that require grad (for checkpointing); peft's recipe
         from peft import prepare_model_for_kbit_training
