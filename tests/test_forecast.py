@@ -38,6 +38,10 @@ def test_the_plan_counts_steps_and_micro_batches_as_the_trainer_does():
     packed = plan_batches(examples([6, 5, 4, 3]), cfg(packing=True, max_length=10, per_device_train_batch_size=1,
                                                       max_steps=2))
     assert sorted(mb["width"] for step in packed["plan"] for mb in step) == [8, 10]  # best fit: 6+4, 5+3
+    assert sorted(tuple(mb["seqs"]) for step in packed["plan"] for mb in step) == [(8,), (10,)]  # sdpa: the row
+    varlen = plan_batches(examples([6, 5, 4, 3]), cfg(packing=True, max_length=10, per_device_train_batch_size=1,
+                                                      max_steps=2), varlen=True)
+    assert sorted(sorted(mb["seqs"]) for step in varlen["plan"] for mb in step) == [[3, 5], [4, 6]]  # each example
 
 
 @pytest.mark.parametrize("start,end,every", [(0, 6, 1000), (0, 10, 5), (0, 12, 5), (5, 12, 5), (7, 12, 5),

@@ -39,8 +39,9 @@ PLOT_EVERY_S, PLOT_S = 10.0, 0.1  # train_log redraws loss.png at most every 10 
 FIRST_PLOT_S = 0.6  # the first loss.png also imports matplotlib and builds the figure (measured: 0.5-0.65 s)
 
 
-def plan_batches(examples: list, cfg: Config, world: int = 1, resume_step: int = 0) -> dict:
-    """The micro-batches one process will run: each as rows, width, tokens (padded), trained tokens.
+def plan_batches(examples: list, cfg: Config, world: int = 1, resume_step: int = 0, varlen: bool = False) -> dict:
+    """The micro-batches one process will run: each as rows, width, tokens (padded), trained tokens, and the
+    sequences attention runs over (`seqs`: each padded row, or each example under varlen attention).
 
     Order follows the sampler's kind (shuffled per epoch with the seed, or sequential); the exact order of
     transformers' sampler differs, the sizes' distribution does not.
@@ -64,18 +65,19 @@ def plan_batches(examples: list, cfg: Config, world: int = 1, resume_step: int =
         micro = [order[k:k + batch] for k in range(0, len(order), batch)]
         for first in range(0, len(micro), accumulation):
             if step >= resume_step:
-                plan.append([_shape([per_process[i] for i in mb]) for mb in micro[first:first + accumulation]])
+                plan.append([_shape([per_process[i] for i in mb], varlen) for mb in micro[first:first + accumulation]])
             step += 1
             if step >= steps:
                 break
     return {"steps": steps, "remaining": steps - min(resume_step, steps), "plan": plan}
 
 
-def _shape(items: list) -> dict:
+def _shape(items: list, varlen: bool) -> dict:
     lengths = [sum(lens) for lens, _ in items]
     width = max(lengths)
+    seqs = [n for lens, _ in items for n in lens] if varlen else [width] * len(items)
     return {"rows": len(items), "width": width, "tokens": len(items) * width, "real": sum(lengths),
-            "trained": sum(trained for _, trained in items), "seqs": [width] * len(items)}
+            "trained": sum(trained for _, trained in items), "seqs": seqs}
 
 
 def interval_events(start: int, end: int, every: int) -> int:

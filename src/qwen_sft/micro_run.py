@@ -44,10 +44,11 @@ def forecast_run(cfg: Config, model_path: str, pad_id: int, examples: list, eval
     """
     device = "cuda" if torch.cuda.is_available() else "cpu"
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    plan = plan_batches(examples, cfg, world, resume_step)
-    eval_plan = plan_batches(eval_examples, _eval_config(cfg), world)["plan"][0] if eval_examples else None
     dtype = resolve_dtype(cfg.model.dtype, allow_fp16=cfg.model.allow_fp16)
     attention = attention_implementation(cfg.train.attention, cfg.data.packing, dtype, device)
+    plan = plan_batches(examples, cfg, world, resume_step, varlen=attention == VARLEN)
+    eval_plan = plan_batches(eval_examples, _eval_config(cfg), world, varlen=attention == VARLEN)["plan"][0] \
+        if eval_examples else None
     collator = make_collator(cfg, pad_id, attention)
     measured = measure(model_path, cfg, dtype, micro_batches(examples, cfg), collator, Path(cfg.train.output_dir))
     memory = predict_memory(plan["plan"], measured, cfg, measured["shape"], base_bytes if device == "cpu" else 0,
