@@ -1,11 +1,12 @@
 # make demo  — set up (once) and run the main job on the embedded default model
-# make test  — set up (once) and run the test suite
+# make test      — set up (once), lint, and run the fast tier of the tests (minutes)
+# make test-all  — lint and run every test, the slow end-to-end ones too (what CI runs)
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 TORCH   ?= torch==2.13.0   # CPU wheel; GPU users: make setup TORCH="torch --index-url https://download.pytorch.org/whl/cu124"
 
-.PHONY: setup demo test clean
+.PHONY: setup demo lint test test-all clean
 
 $(BIN)/qwen-sft: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -19,7 +20,13 @@ setup: $(BIN)/qwen-sft
 demo: setup
 	$(BIN)/qwen-sft demo
 
-test: setup
+lint: setup
+	$(BIN)/ruff check src tests bench scripts
+
+test: lint
+	$(BIN)/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
+
+test-all: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 clean:

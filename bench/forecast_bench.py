@@ -3,8 +3,8 @@
     python bench/forecast_bench.py            # GPU: a random-init Qwen1.5-0.5B shape, LoRA, bf16, packed rows
     python bench/forecast_bench.py --smoke    # CPU: the embedded `tiny` model (tests run this)
 
-Same process for both (`qwen_sft.forecast_check.forecast_vs_measured`: forecast, free, reset the peak counter,
-train): on a GPU the figures are device memory allocated and wall time from the model load to the end of `train`.
+Same process for both (`forecast_vs_measured`: forecast, free, reset the peak counter, train): on a GPU the figures
+are device memory allocated and wall time from the model load to the end of `train`.
 The data is the AdvertiseGen sample in data/; the model has the shape of gpu_bench.py's MODELS entry, random
 weights written to a temporary dir with the embedded model's tokenizer (no download). One markdown row per run.
 """
@@ -17,9 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+from gpu_bench import MODELS, QWEN  # bench/ is on sys.path: scripts here are run as `python bench/NAME.py`
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from gpu_bench import MODELS, QWEN  # noqa: E402
 
 DATA = ROOT / "data" / "advertise_gen" / "train.jsonl"
 COLUMNS = ["model", "run", "peak forecast / measured", "error", "wall forecast / measured", "error",
@@ -31,7 +31,7 @@ def model_dir(name: str, into: Path) -> str:
     import torch
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    from qwen_sft.model import resolve_model_path
+    from qwen_sft.model.load import resolve_model_path
 
     tiny = Path(resolve_model_path("tiny"))
     if name == "tiny":
@@ -45,9 +45,41 @@ def model_dir(name: str, into: Path) -> str:
     return str(into)
 
 
-def run(name: str, steps: int, seq_len: int) -> dict:
-    from qwen_sft.forecast_check import forecast_vs_measured
+def forecast_vs_measured(values: dict) -> dict:
+    """Forecast the run `values` (train config keys) describes, then run it and measure.
 
+    Returns:
+        {"forecast": {"peak", "wall_s", "tokens_per_s"}, "measured": {same}, "error_percent": {"peak", "wall_s"}}.
+
+    Raises:
+        UserError: as `train` does.
+    """
+    import gc
+    import json
+
+    import torch
+
+    from qwen_sft.config.parse import load_config
+    from qwen_sft.preflight.check import check
+    from qwen_sft.preflight.report import CHECK_FILE
+    from qwen_sft.train.recipe import train
+
+    report = check(load_config(None, {**values, "forecast": True, "dry_run": False}))
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    cfg = load_config(None, {**values, "forecast": False, "dry_run": False, "force": True})
+    output_dir = train(cfg)
+    measured = json.loads((output_dir / CHECK_FILE).read_text(encoding="utf-8"))["measured"]
+    predicted = {"peak": report.forecast["memory"]["peak"], "wall_s": report.forecast["time"]["wall_s"],
+                 "tokens_per_s": report.forecast["time"]["tokens_per_s"]}
+    got = {"peak": measured["peak"], "wall_s": measured["wall_s"], "tokens_per_s": measured["tokens_per_s"]}
+    return {"forecast": predicted, "measured": got,
+            "error_percent": {k: round(100 * (predicted[k] - got[k]) / got[k], 1) for k in ("peak", "wall_s")}}
+
+
+def run(name: str, steps: int, seq_len: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="forecast-bench-") as tmp:
         path = model_dir(name, Path(tmp) / "model")
         values = dict(model=path, data=str(DATA), output_dir=str(Path(tmp) / "out"), packing=True,

@@ -38,7 +38,7 @@ if ! "$PYTHON" - "$SMOKE" <<'EOF'
 import importlib, sys
 smoke = sys.argv[1] == "1"
 missing = []
-for name in ("torch", "transformers", "peft", "accelerate", "trl", "datasets", "tokenizers", "yaml", "qwen_sft.train"):
+for name in ("torch", "transformers", "peft", "accelerate", "trl", "datasets", "tokenizers", "yaml", "qwen_sft.train.recipe"):
     try:
         module = importlib.import_module(name)
         print(f"[gpu.sh]   {name:<15} {getattr(module, '__version__', 'ok')}")

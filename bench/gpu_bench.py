@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import random
@@ -29,9 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from flops import LORA_TARGETS, useful_flops  # bench/ is on sys.path: scripts here are run as `python bench/NAME.py`
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/flops.py
-from flops import LORA_TARGETS, useful_flops  # noqa: E402
 
 DATASHEET_TFLOPS = 989.0  # H100/H200 SXM dense bf16
 QWEN = dict(max_position_embeddings=32768, rope_theta=1_000_000.0, rms_norm_eps=1e-6, hidden_act="silu",
@@ -184,7 +185,7 @@ def start_profiler(device: str):
         profiler = torch.profiler.profile(activities=activities)
         profiler.start()
         return profiler
-    except Exception as err:  # noqa: BLE001 - diagnostics only
+    except Exception as err:
         log(f"profiler did not start: {err}")
         return None
 
@@ -196,7 +197,7 @@ def write_profile(profiler, spec: dict) -> None:
         key = "self_cuda_time_total" if spec["device"] == "cuda" else "self_cpu_time_total"
         table = profiler.key_averages().table(sort_by=key, row_limit=25, max_name_column_width=60)
         Path(spec["profile_file"]).write_text(f"{spec['profile_steps']} steps after the timed ones\n{table}\n")
-    except Exception as err:  # noqa: BLE001 - diagnostics only
+    except Exception as err:
         log(f"profile not written: {err}")
 
 
@@ -225,19 +226,17 @@ def run_qwen_sft(spec: dict, model, examples, out: Path, callback):
     from peft import get_peft_model
     from transformers import TrainingArguments
 
-    from qwen_sft.attention import VARLEN, attention_implementation
-    from qwen_sft.collate import PackedCollator, pack_examples
-    from qwen_sft.config import TrainArgs
-    from qwen_sft.train_model import use_chunked_loss
-    from qwen_sft.trainer import SFTTrainer
+    from qwen_sft.config.schema import TrainArgs
+    from qwen_sft.data.collate import VARLEN, PackedCollator, pack_examples
+    from qwen_sft.model.attention import attention_implementation
+    from qwen_sft.model.training import use_chunked_loss
+    from qwen_sft.train.trainer import SFTTrainer
 
-    try:  # qwen-sft redraws loss.png at each logging step; that is after the timed steps, but needs matplotlib
-        import matplotlib  # noqa: F401
-    except ImportError:
-        import qwen_sft.train_log
+    if importlib.util.find_spec("matplotlib") is None:  # qwen-sft redraws loss.png at each logging step, after the
+        import qwen_sft.runs.train_log  # timed steps, but it needs matplotlib
 
-        qwen_sft.train_log.plot_loss = lambda *args, **kwargs: None
-    # what qwen_sft.train_model.load_for_training does: the attention `auto` picks (varlen on CUDA), chunked loss,
+        qwen_sft.runs.train_log.plot_loss = lambda *args, **kwargs: None
+    # what qwen_sft.model.training.load_for_training does: the attention `auto` picks (varlen on CUDA), chunked loss,
     # then fp32 LoRA adapters
     attention = attention_implementation(TrainArgs().attention, True, model.dtype, spec["device"])
     if attention:

@@ -23,10 +23,12 @@ if "--src" in sys.argv:  # before the first qwen_sft import
 
 import torch
 
-from qwen_sft.data import load_samples
-from qwen_sft.generate import Sampling, generate_ids, prompt_messages
-from qwen_sft.model import load_model
-from qwen_sft.template import encode_prompt, get_template
+from qwen_sft.data.records import load_samples
+from qwen_sft.generation.predict import generate_ids, prompt_messages
+from qwen_sft.generation.sampler import SamplingParams
+from qwen_sft.model.load import load_model, load_tokenizer, resolve_model_path
+from qwen_sft.template.encode import encode_prompt
+from qwen_sft.template.registry import get_template
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,13 +80,14 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
+    model = load_model(args.model, dtype=args.dtype, device=args.device)
+    tokenizer = load_tokenizer(resolve_model_path(args.model))
     template = get_template("qwen")
     samples = load_samples(args.data, require_answer=False)
     samples = samples[:args.n] if args.n else samples
     prompts = [encode_prompt(prompt_messages(s.messages), tokenizer, template) for s in samples]
-    sampling = Sampling(max_new_tokens=args.max_new_tokens)
-    generate_ids(model, tokenizer, prompts[:2], Sampling(max_new_tokens=4))  # warm-up: kernels, allocator
+    sampling = SamplingParams(max_new_tokens=args.max_new_tokens)
+    generate_ids(model, tokenizer, prompts[:2], SamplingParams(max_new_tokens=4))  # warm-up: kernels, allocator
 
     rows = []
     for label, batch_size in (("one at a time", 1), ("batched", args.batch_size)):

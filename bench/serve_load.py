@@ -103,7 +103,7 @@ def bench(create_app, running, model, tokenizer, clients: int, args) -> dict:
                            "ttft_p99_s": round(percentile(firsts, 0.99), 3)})
             print(json.dumps(rounds[-1]), flush=True)
     app.state.engine.stop()
-    median = lambda key: statistics.median(r[key] for r in rounds)  # noqa: E731
+    median = lambda key: statistics.median(r[key] for r in rounds)
     return {"clients": clients, "max_tokens": args.max_tokens, "rounds": len(rounds),
             "median_sequential_tokens_per_s": median("sequential_tokens_per_s"),
             "median_concurrent_tokens_per_s": median("concurrent_tokens_per_s"),
@@ -128,15 +128,20 @@ def main() -> None:
     import torch
 
     import qwen_sft
-    from qwen_sft.model import load_model
     try:
         from qwen_sft.server import create_app, running
     except ImportError:  # a checkout from before the server package
         from qwen_sft.serve import create_app, running
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        from qwen_sft.model.load import load_model, load_tokenizer, resolve_model_path
 
-    model, tokenizer = load_model("tiny", dtype=args.dtype)
+        model, tokenizer = load_model("tiny", dtype=args.dtype), load_tokenizer(resolve_model_path("tiny"))
+    except ImportError:  # a checkout from before the stage packages
+        from qwen_sft.model import load_model
+
+        model, tokenizer = load_model("tiny", dtype=args.dtype)
     results = [bench(create_app, running, model, tokenizer, int(c), args) for c in args.clients.split(",")]
     for result in results:
         print(json.dumps({**result, "dtype": str(model.dtype), "threads": torch.get_num_threads(),

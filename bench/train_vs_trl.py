@@ -26,9 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from flops import flops_per_token, useful_flops  # bench/ is on sys.path: scripts here are run as `python bench/NAME.py`
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/flops.py
-from flops import flops_per_token, useful_flops  # noqa: E402
+
 SOURCE = ROOT / "data" / "advertise_gen" / "train.jsonl"
 DEFAULT_TABLE = ROOT / "bench" / "train_vs_trl_table.md"
 SEED = 42
@@ -70,9 +71,10 @@ def make_dataset(path: Path, n: int, seed: int = 0, min_chars: int = 60, max_cha
 
 def tokenized(data: Path, max_length: int) -> list[list[int]]:
     """Token ids exactly as qwen-sft builds them (template `qwen`, loss `all`, truncated to max_length)."""
-    from qwen_sft.data import load_samples
-    from qwen_sft.model import load_tokenizer, resolve_model_path
-    from qwen_sft.template import encode_example, get_template
+    from qwen_sft.data.records import load_samples
+    from qwen_sft.model.load import load_tokenizer, resolve_model_path
+    from qwen_sft.template.encode import encode_example
+    from qwen_sft.template.registry import get_template
 
     tokenizer, template = load_tokenizer(resolve_model_path("tiny")), get_template("qwen")
     return [encode_example(s.messages, tokenizer, template, loss="all", max_length=max_length).input_ids
@@ -217,8 +219,8 @@ MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear
 
 
 def run_qwen_sft(spec: dict, out: Path) -> dict:
-    from qwen_sft.arguments import load_config
-    from qwen_sft.train import train
+    from qwen_sft.config.parse import load_config
+    from qwen_sft.train.recipe import train
 
     overrides = {"model": "tiny", "data": spec["data"], "output_dir": str(out), "overwrite": True, "resume": "never",
                  "dtype": spec["dtype"], "max_length": spec["max_length"], "packing": spec["mode"] == "packed",
@@ -240,8 +242,8 @@ def run_trl(spec: dict, out: Path) -> dict:
     from transformers import Trainer
     from trl import SFTConfig, SFTTrainer
 
-    from qwen_sft.config import LORA_TARGETS_ALL
-    from qwen_sft.model import load_tokenizer, resolve_model_path
+    from qwen_sft.config.schema import LORA_TARGETS_ALL
+    from qwen_sft.model.load import load_tokenizer, resolve_model_path
 
     mode, bf16 = spec["mode"], spec["dtype"] == "bf16"
     model_path = resolve_model_path("tiny")
@@ -419,8 +421,8 @@ def main() -> None:
     import torch
     from transformers import AutoConfig
 
-    from qwen_sft.config import TrainArgs
-    from qwen_sft.model import resolve_model_path
+    from qwen_sft.config.schema import TrainArgs
+    from qwen_sft.model.load import resolve_model_path
 
     names = [n.strip() for n in args.contenders.split(",") if n.strip()]
     unknown = [n for n in names if n not in CONTENDERS]

@@ -13,7 +13,7 @@ import os
 import sys
 import warnings
 
-from qwen_sft.errors import UserError
+from qwen_sft.utils.errors import UserError
 
 COMMANDS = {
     "demo": "qwen_sft.commands.demo",
@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[0] not in COMMANDS:
         print(f"qwen-sft: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    from qwen_sft.arguments import help_text, parse_args
+    from qwen_sft.config.help import help_text
+    from qwen_sft.config.parse import parse_args
 
     name, rest = argv[0], argv[1:]
     command = importlib.import_module(COMMANDS[name])
@@ -89,7 +90,7 @@ def run(name: str, config: str | None = None, **keys) -> int:
     Raises:
         UserError: as the command line would report it (one line), instead of printing it.
     """
-    from qwen_sft.arguments import load_config
+    from qwen_sft.config.parse import load_config
 
     command = importlib.import_module(COMMANDS[name])
     return command.main(load_config(config, keys, command.COMMAND)) or 0

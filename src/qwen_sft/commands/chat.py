@@ -6,7 +6,7 @@ stdout (one `assistant: ...` line each); prompts and notices to stderr.
 
 from dataclasses import dataclass
 
-from qwen_sft.config import Command, Config, arg
+from qwen_sft.config.schema import Command, Config, arg
 
 
 @dataclass
@@ -20,13 +20,11 @@ COMMAND = Command(parts=("model", "sampling"), options=ChatOptions)
 
 
 def main(cfg: Config) -> int:
-    import torch
-
-    from qwen_sft.generate import chat_loop, sampling_from
-    from qwen_sft.inference import load_for_inference
+    from qwen_sft.generation.chat import chat_loop
+    from qwen_sft.generation.predict import sampling_from
+    from qwen_sft.model.inference import load_for_inference
 
     model, tokenizer, template = load_for_inference(cfg.model)
     sampling = sampling_from(cfg.sampling, generation_config=getattr(model, "generation_config", None))
-    torch.manual_seed(cfg.sampling.seed or 0)
     chat_loop(model, tokenizer, template, sampling, system=cfg.command.system)
     return 0

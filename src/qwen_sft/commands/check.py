@@ -4,11 +4,12 @@ Same config as `train`. Prints one line per check (PASS / WARN / FAIL, examples 
 the fix) and writes check.json into output_dir; exits 1 when a check fails. See docs/check.md.
 """
 
-from qwen_sft.config import TRAIN as COMMAND  # noqa: F401 - the same keys as train
-from qwen_sft.config import Config
+from qwen_sft.config.schema import TRAIN, Config
+
+COMMAND = TRAIN  # the same keys as train
 
 
 def main(cfg: Config) -> int:
-    from qwen_sft.checks.run import check
+    from qwen_sft.preflight.check import check
 
     return 1 if check(cfg).failed else 0

@@ -12,8 +12,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwen_sft.config import Command, Config, arg
-from qwen_sft.errors import UserError
+from qwen_sft.config.schema import Command, Config, arg
+from qwen_sft.utils.errors import UserError
 
 DATA_DIR = Path(__file__).resolve().parents[3] / "data" / "advertise_gen"
 
@@ -32,14 +32,15 @@ COMMAND = Command(parts=(), options=DemoOptions, positional=None)
 
 
 def main(cfg: Config) -> int:
-    from qwen_sft.arguments import load_config
-    from qwen_sft.data import load_samples
-    from qwen_sft.evaluate import format_table, read_predictions, write_predictions, write_report
-    from qwen_sft.files import read_jsonl
-    from qwen_sft.generate import Sampling, predict_samples
-    from qwen_sft.inference import load_for_inference
-    from qwen_sft.model import resolve_model_path
-    from qwen_sft.train import train
+    from qwen_sft.config.parse import load_config
+    from qwen_sft.data.records import load_samples
+    from qwen_sft.eval.report import format_table, read_predictions, write_predictions, write_report
+    from qwen_sft.generation.predict import predict_samples
+    from qwen_sft.generation.sampler import SamplingParams
+    from qwen_sft.model.inference import load_for_inference
+    from qwen_sft.model.load import resolve_model_path
+    from qwen_sft.train.recipe import train
+    from qwen_sft.utils.files import read_jsonl
 
     opts, started = cfg.command, time.perf_counter()
     train_file, dev_file = DATA_DIR / "train.jsonl", DATA_DIR / "dev.jsonl"
@@ -66,7 +67,7 @@ def main(cfg: Config) -> int:
     samples = load_samples(dev_file)[:opts.eval_examples]
     run.model.model = str(out)
     model, tokenizer, template = load_for_inference(run.model)
-    results = predict_samples(model, tokenizer, samples, template, Sampling(max_new_tokens=opts.max_new_tokens),
+    results = predict_samples(model, tokenizer, samples, template, SamplingParams(max_new_tokens=opts.max_new_tokens),
                               batch_size=opts.eval_examples)
     write_predictions(out / "predictions.jsonl", samples, results)
     print("[4/4] scoring against the reference ads:")

@@ -9,8 +9,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from qwen_sft.config import Command, Config, arg
-from qwen_sft.errors import UserError
+from qwen_sft.config.schema import Command, Config, arg
+from qwen_sft.utils.errors import UserError
 
 
 @dataclass
@@ -28,7 +28,7 @@ COMMAND = Command(parts=("model", ("data", ("data", "data_format")), ("sampling"
 
 
 def main(cfg: Config) -> int:
-    from qwen_sft.evaluate import format_table, read_predictions, write_report
+    from qwen_sft.eval.report import format_table, read_predictions, write_report
 
     opts = cfg.command
     if bool(opts.predictions) == bool(cfg.data.data):
@@ -47,10 +47,10 @@ def main(cfg: Config) -> int:
 
 def generate_predictions(cfg: Config, path: Path) -> list[dict]:
     """Greedy predictions for every record of the data, written like `qwen-sft predict` writes them."""
-    from qwen_sft.evaluate import write_predictions
-    from qwen_sft.generate import predict_samples, sampling_from
-    from qwen_sft.inference import load_for_inference
-    from qwen_sft.sources import load_one
+    from qwen_sft.data.mix import load_one
+    from qwen_sft.eval.report import write_predictions
+    from qwen_sft.generation.predict import predict_samples, sampling_from
+    from qwen_sft.model.inference import load_for_inference
 
     samples = load_one(cfg.data.data, fmt=cfg.data.data_format, require_answer=True, command="eval")
     model, tokenizer, template = load_for_inference(cfg.model)

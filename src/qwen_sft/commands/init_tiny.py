@@ -2,7 +2,7 @@
 
 from dataclasses import dataclass
 
-from qwen_sft.config import Command, Config, arg
+from qwen_sft.config.schema import Command, Config, arg
 
 
 @dataclass
@@ -20,7 +20,7 @@ COMMAND = Command(parts=(), options=InitTinyOptions, required=("output_dir",), p
 
 
 def main(cfg: Config) -> int:
-    from qwen_sft.model import init_tiny
+    from qwen_sft.model.tiny import init_tiny
 
     print(init_tiny(cfg.command.output_dir, seed=cfg.command.seed, family=cfg.command.family))
     return 0

@@ -3,7 +3,7 @@
 import sys
 from dataclasses import dataclass
 
-from qwen_sft.config import Command, Config, arg
+from qwen_sft.config.schema import Command, Config, arg
 
 
 @dataclass
@@ -21,7 +21,7 @@ COMMAND = Command(parts=(("model", ("model", "adapter", "template")),), options=
 
 
 def main(cfg: Config) -> int:
-    from qwen_sft.merge import merge_adapter
+    from qwen_sft.export.merge import merge_adapter
 
     opts = cfg.command
     path = merge_adapter(cfg.model.adapter, opts.output, model=cfg.model.model, template=cfg.model.template,

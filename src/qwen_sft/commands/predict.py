@@ -3,7 +3,7 @@
 import sys
 from dataclasses import dataclass
 
-from qwen_sft.config import Command, Config, arg
+from qwen_sft.config.schema import Command, Config, arg
 
 
 @dataclass
@@ -20,17 +20,14 @@ COMMAND = Command(parts=("model", ("data", ("data", "data_format")), "sampling")
 
 
 def main(cfg: Config) -> int:
-    import torch
-
-    from qwen_sft.evaluate import write_predictions
-    from qwen_sft.generate import predict_samples, sampling_from
-    from qwen_sft.inference import load_for_inference
-    from qwen_sft.sources import load_one
+    from qwen_sft.data.mix import load_one
+    from qwen_sft.eval.report import write_predictions
+    from qwen_sft.generation.predict import predict_samples, sampling_from
+    from qwen_sft.model.inference import load_for_inference
 
     sampling = sampling_from(cfg.sampling)
     samples = load_one(cfg.data.data, fmt=cfg.data.data_format, require_answer=False, command="predict")
     model, tokenizer, template = load_for_inference(cfg.model)
-    torch.manual_seed(cfg.sampling.seed or 0)
     results = predict_samples(model, tokenizer, samples, template, sampling, cfg.command.batch_size)
     write_predictions(cfg.command.output, samples, results)
     stopped = sum(reason == "stop" for _, reason in results)

@@ -4,7 +4,7 @@ import json
 import sys
 from dataclasses import dataclass
 
-from qwen_sft.config import Command, Config, arg
+from qwen_sft.config.schema import Command, Config, arg
 
 
 @dataclass
@@ -23,9 +23,9 @@ COMMAND = Command(parts=(("model", ("model", "template")),
 
 
 def main(cfg: Config) -> int:
-    from qwen_sft.dataset import load_examples
-    from qwen_sft.inference import load_inference_tokenizer
-    from qwen_sft.preview import highlight
+    from qwen_sft.data.dataset import load_examples
+    from qwen_sft.model.inference import load_inference_tokenizer
+    from qwen_sft.template.preview import highlight
 
     _, tokenizer, template = load_inference_tokenizer(cfg.model)
     data, opts = cfg.data, cfg.command

@@ -1,10 +1,11 @@
-"""Serve a model over an OpenAI-compatible HTTP API (plus the spec's /nlg/text_generate), batching requests."""
+"""Serve a model over an OpenAI-compatible HTTP API (plus qwen1.5-sft's /nlg/text_generate), batching requests."""
 
+import contextlib
 import logging
 import os
 from pathlib import Path
 
-from qwen_sft.config import Command, Config
+from qwen_sft.config.schema import Command, Config
 
 COMMAND = Command(parts=("model", "serve"))
 log = logging.getLogger(__name__)
@@ -13,7 +14,7 @@ log = logging.getLogger(__name__)
 def main(cfg: Config) -> int:
     import uvicorn
 
-    from qwen_sft.inference import load_for_inference
+    from qwen_sft.model.inference import load_for_inference
     from qwen_sft.server import check_port_free, create_app
 
     opts = cfg.serve
@@ -29,9 +30,7 @@ def main(cfg: Config) -> int:
     log.info("serving %s (template %s%s) on http://%s:%d", name, template.name,
              ", API key required" if api_key else "", opts.host, opts.port)
     # uvicorn handles SIGINT/SIGTERM: stop accepting, let open requests finish (5 s), then the app's shutdown.
-    try:
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl-C after a clean shutdown: a normal stop
         uvicorn.Server(uvicorn.Config(app, host=opts.host, port=opts.port, timeout_graceful_shutdown=5,
                                       log_level="info")).run()
-    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after shutting down cleanly: a normal way to stop
-        pass
     return 0

@@ -1,11 +1,12 @@
 """Fine-tune a Qwen model with LoRA, DoRA or full fine-tuning: `qwen-sft train CONFIG.yaml [--key value ...]`."""
 
-from qwen_sft.config import TRAIN as COMMAND  # noqa: F401 - the command's keys
-from qwen_sft.config import Config
+from qwen_sft.config.schema import TRAIN, Config
+
+COMMAND = TRAIN
 
 
 def main(cfg: Config) -> int:
-    from qwen_sft.train import train
+    from qwen_sft.train.recipe import train
 
     train(cfg)
     return 0

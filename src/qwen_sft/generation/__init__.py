@@ -1,8 +1,13 @@
-"""One generation engine for predict, chat, eval and serve (see docs/inference.md, "How generation works").
+"""The one generation engine, used by predict, chat, eval and serve (docs/inference.md says how it works).
 
-sampler.py (SamplingParams, Sampler) · detokenize.py (incremental text, stop strings) · kv_cache.py (slot
-cache) · runner.py (prefill / decode forwards) · batch.py (continuous batching) · engine.py (synchronous API,
-worker thread + asyncio front door).
+sampler.py     `SamplingParams` and the batched sampler (temperature, top-p/k, min-p, penalties, seeds, logprobs)
+detokenize.py  incremental text and stop strings
+kv_cache.py    the slot KV cache: a request joins or leaves without copying the others
+runner.py      the model's prefill and decode forwards
+batch.py       continuous batching with batched prefill of arrivals
+engine.py      the synchronous API (`generate`, `stream`) and the asyncio front door (`AsyncEngine`)
+predict.py     answers for data records (`predict_samples`) and a command's sampling keys (`sampling_from`)
+chat.py        the `qwen-sft chat` conversation loop
 """
 
 from qwen_sft.generation.batch import Batch, Delta, Event, Failed, Finished, Request

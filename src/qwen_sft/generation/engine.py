@@ -8,8 +8,8 @@ import asyncio
 import logging
 import queue
 import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable, Iterator
 
 import torch
 

@@ -66,7 +66,7 @@ class ModelRunner:
         ids = torch.tensor([p + [0] * (width - len(p)) for p in prompts], device=self.device)
         positions = torch.arange(width, device=self.device).expand(len(prompts), width)
         cache.plan_prefill(torch.tensor(slots, device=self.device))
-        masks = {kind: None for kind in self.layer_types}
+        masks = dict.fromkeys(self.layer_types)
         if "sliding_attention" in self.layer_types and self.sliding_window and width > self.sliding_window:
             masks["sliding_attention"] = self._prefill_window_mask(width)
         hidden = self._forward(ids, positions, masks, cache)

@@ -15,12 +15,13 @@ import dataclasses
 import math
 import os
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import torch
 
-from qwen_sft.errors import UserError
+from qwen_sft.utils.errors import UserError
 
 MIN_TEMPERATURE = 1e-4  # below this, logits / temperature overflows to inf: decode greedily instead
 NUCLEUS_CANDIDATES = 1024  # top-p looks at this many best tokens first; a full sort only when they hold < top_p
@@ -29,7 +30,7 @@ MAX_TOP_LOGPROBS = 20  # OpenAI's limit
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """How to decode one request. The first five fields keep the order of the former `generate.Sampling`."""
+    """How to decode one request."""
 
     max_new_tokens: int = 512
     temperature: float = 0.0  # 0 = greedy (deterministic)

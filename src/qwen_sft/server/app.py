@@ -1,6 +1,6 @@
 """The OpenAI-compatible app: `GET /health` (no key needed), `GET /v1/models`, `POST /v1/chat/completions`
-(streaming or not) and the spec's `POST /nlg/text_generate`, which answers `{"response": ...}` with the answer
-only (the spec's post_api.py returned the prompt inside it).
+(streaming or not) and qwen1.5-sft's `POST /nlg/text_generate`, which answers `{"response": ...}` with the answer
+only (its post_api.py returned the prompt inside it).
 
 Prompts are rendered by the template layer (`server.prompt`), as training renders them; generation runs in
 `generation.AsyncEngine`, which batches concurrent requests. Sampling fields a request leaves unset take the
@@ -17,16 +17,27 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
-from qwen_sft.data import to_messages
-from qwen_sft.errors import UserError
+from qwen_sft.data.records import to_messages
 from qwen_sft.generation import AsyncEngine, QueueFull, SamplingParams, from_generation_config
 from qwen_sft.server.errors import ERRORS, ApiError, add_error_handlers
 from qwen_sft.server.guard import Guard
 from qwen_sft.server.output import ClientGone, LogprobFormatter, collect, sse, usage
 from qwen_sft.server.prompt import encode_chat, split_tool_calls, template_messages
-from qwen_sft.server.schema import (AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, ChoiceLogprobs,
-                                    ModelCard, ModelList, TextGenerateRequest, TextGenerateResponse)
-from qwen_sft.template import Template, get_template, stop_token_ids
+from qwen_sft.server.schema import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionRequest,
+    Choice,
+    ChoiceLogprobs,
+    ModelCard,
+    ModelList,
+    TextGenerateRequest,
+    TextGenerateResponse,
+)
+from qwen_sft.template.encode import stop_token_ids
+from qwen_sft.template.registry import get_template
+from qwen_sft.template.render import Template
+from qwen_sft.utils.errors import UserError
 
 STREAM_OR_JSON = {200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}}
 OPENAI_DEFAULTS = SamplingParams(temperature=1.0)  # OpenAI's API samples at temperature 1 unless told otherwise
@@ -143,7 +154,7 @@ def create_app(model, tokenizer, template: Template | str = "qwen", *, served_mo
     @app.post("/nlg/text_generate", responses=ERRORS)
     async def text_generate(body: TextGenerateRequest, request: Request) -> TextGenerateResponse:
         messages = to_messages({"instruction": body.instruction, "input": body.text}, "alpaca")[:-1]
-        # unset: the spec's default, 128, within this server's limit and context; set above the limit: 400
+        # unset: qwen1.5-sft's default, 128, within this server's limit and context; set above the limit: 400
         requested = body.max_new_tokens if "max_new_tokens" in body.model_fields_set else None
         params = defaults.replace(temperature=body.temperature if body.do_sample else 0.0, top_p=body.top_p,
                                   top_k=body.top_k)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
-from qwen_sft.errors import UserError
+from qwen_sft.utils.errors import UserError
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -69,7 +69,7 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-async def sse(events, head: dict, n: int, include_usage: bool, logprobs: "LogprobFormatter | None"):
+async def sse(events, head: dict, n: int, include_usage: bool, logprobs: LogprobFormatter | None):
     """OpenAI `chat.completion.chunk` events; closing this generator (client gone) cancels the request."""
     def chunk(index: int, delta: dict, finish=None, lp=None) -> str:
         choice = {"index": index, "delta": delta, "finish_reason": finish, "logprobs": lp}

@@ -7,10 +7,10 @@ objects (`tools.normalize_tool_calls`), as vLLM parses them before templating. A
 
 from __future__ import annotations
 
-from qwen_sft.errors import UserError
+from qwen_sft.data.tools import ToolFormatError, normalize_tool_calls, normalize_tools, parse_tool_calls
 from qwen_sft.server.errors import ApiError
-from qwen_sft.template import encode_prompt
-from qwen_sft.tools import ToolFormatError, normalize_tool_calls, normalize_tools, parse_tool_calls
+from qwen_sft.template.encode import encode_prompt
+from qwen_sft.utils.errors import UserError
 
 
 def template_messages(messages) -> list[dict]:

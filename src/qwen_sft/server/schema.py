@@ -103,8 +103,8 @@ class ChatCompletionRequest(BaseModel):
 
 
 class TextGenerateRequest(BaseModel):
-    """The spec's post_api.py request. The prompt is `instruction`, plus `\\n` + `text` when given (the alpaca
-    mapping training uses). `num_beams` and `penalty_alpha` are accepted and ignored, for the spec's client:
+    """qwen1.5-sft's post_api.py request. The prompt is `instruction`, plus `\\n` + `text` when given (the alpaca
+    mapping training uses). `num_beams` and `penalty_alpha` are accepted and ignored, for qwen1.5-sft's client:
     every request is decoded greedily or by sampling in the shared batch (beam and contrastive search cannot
     share it)."""
 
