@@ -58,8 +58,7 @@ def count_segment_attention(monkeypatch) -> list:
 
 
 def loss_and_grads(model, batch):
-    batch = dict(batch)
-    batch.pop("num_trained")
+    batch = {k: v for k, v in batch.items() if k not in ("num_trained", "seq_lengths")}  # the trainer pops them
     loss = model(**batch).loss
     return loss.detach(), torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad])
 
@@ -90,7 +89,7 @@ def test_varlen_builds_no_mask_and_reads_no_position_ids(monkeypatch):
     model = gqa_model()
     model.set_attn_implementation(register_varlen())
     seen = count_segment_attention(monkeypatch)
-    model(**{k: v for k, v in PackedCollator(varlen=True)(examples()).items() if k != "num_trained"})
+    model(**{k: v for k, v in PackedCollator(varlen=True)(examples()).items() if k not in ("num_trained", "seq_lengths")})
     assert len(seen) == 2  # each layer took the per-segment path
 
 

@@ -102,6 +102,20 @@ def test_truncation_inside_the_prompt_leaves_no_trained_tokens_in_assistant_mode
     assert cut.truncated and len(cut.input_ids) == 8 and cut.num_trained == 0
 
 
+def test_the_trained_count_is_the_one_training_uses(tokenizer):
+    # position t predicts labels[t + 1]: the first token is never a target, under any loss mode
+    from qwen_sft.data.collate import PackedCollator, PadCollator
+
+    whole = encode_example(CONVERSATION, tokenizer, QWEN, loss="all")
+    answers = encode_example(CONVERSATION, tokenizer, QWEN, loss="assistant")
+    assert whole.num_trained == len(whole.input_ids) - 1
+    rows = [{"input_ids": e.input_ids, "labels": e.labels} for e in (whole, answers)]
+    for collator in (PadCollator(0), PackedCollator(), PackedCollator(varlen=True)):
+        batch = collator(rows)
+        assert batch["num_trained"] == whole.num_trained + answers.num_trained
+        assert batch["num_trained"] == int((batch["labels"][:, 1:] != -100).sum())  # what the loss sums over
+
+
 def test_unknown_template_and_loss_are_user_errors(tokenizer):
     with pytest.raises(UserError, match="unknown template"):
         get_template("llama")

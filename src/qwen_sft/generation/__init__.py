@@ -1,4 +1,4 @@
-"""The one generation engine, used by predict, chat, eval and serve (docs/inference.md says how it works).
+"""The one generation engine, used by predict, chat, eval and serve (docs/serving.md, "How the batching works").
 
 sampler.py     `SamplingParams` and the batched sampler (temperature, top-p/k, min-p, penalties, seeds, logprobs)
 detokenize.py  incremental text and stop strings
